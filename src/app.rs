@@ -1,0 +1,31 @@
+//! The shared parts every task needs: the configuration and the database (plus lazily built heavier parts).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::crawl::Crawler;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Store,
+}
+
+impl App {
+    /// Loads the config file and opens (creating and migrating) the database.
+    pub async fn load(config_path: &Path) -> anyhow::Result<App> {
+        let config = Config::load(config_path)?;
+        App::open(config).await
+    }
+
+    pub async fn open(config: Config) -> anyhow::Result<App> {
+        let store = Store::from_config(&config).await?;
+        Ok(App { config: Arc::new(config), store })
+    }
+
+    pub fn crawler(&self) -> anyhow::Result<Crawler> {
+        Crawler::new(self.config.clone(), self.store.clone())
+    }
+}

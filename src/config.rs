@@ -1,0 +1,619 @@
+//! newsd's configuration file (TOML).
+//!
+//! One `Config` type, deserialised with `deny_unknown_fields` everywhere so a typo is an error, not a silently
+//! ignored setting. Durations are humantime strings ("15m", "1h 30m"). Secrets never live in the file: the file
+//! names the environment variable that holds them (`api_key_env`, `secret_env`, `url_env`).
+//!
+//! Loading reports errors with the file, line and column at fault; semantic validation errors name the entry and,
+//! when it can be found, its line.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::analysis::config::{AnalysisConfig, LlmConfig, ProfileConfig};
+pub use crate::notify::config::{NotifyConfig, TargetConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{path}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid { path: PathBuf, line: Option<usize>, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the database (SQLite default), the index, the lock file and logs. Relative paths in the
+    /// config are resolved against the config file's directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub crawl: CrawlConfig,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub embed: EmbedConfig,
+    #[serde(default)]
+    pub index: IndexConfig,
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Where the file was loaded from (set by `load`), used to resolve relative paths.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (created on first use; relative to the config file) or `postgres://...`.
+    /// Empty means `sqlite://<data_dir>/newsd.db`.
+    #[serde(default)]
+    pub url: String,
+    /// Name of an environment variable holding the URL instead (for PostgreSQL passwords).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "default_busy_timeout", with = "humantime_serde")]
+    pub busy_timeout: Duration,
+}
+
+fn default_max_connections() -> u32 {
+    4
+}
+fn default_busy_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: String::new(),
+            url_env: None,
+            max_connections: default_max_connections(),
+            busy_timeout: default_busy_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrawlConfig {
+    #[serde(default = "default_user_agent")]
+    pub user_agent: String,
+    /// Requests in flight across all hosts.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Minimum time between two requests to the same host (one connection per host at a time).
+    #[serde(default = "default_host_interval", with = "humantime_serde")]
+    pub per_host_interval: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (headers and body).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_max_redirects")]
+    pub max_redirects: usize,
+    #[serde(default = "default_true")]
+    pub respect_robots_txt: bool,
+    /// First back-off after a failure; doubles per consecutive failure (with jitter) up to `backoff_max`.
+    #[serde(default = "default_backoff_base", with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Longest Retry-After honoured; longer values are capped to this.
+    #[serde(default = "default_retry_after_max", with = "humantime_serde")]
+    pub retry_after_max: Duration,
+    /// Articles written per transaction.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// How many times an article page is tried (across crawls) before its feed text is kept as final.
+    #[serde(default = "default_page_attempts")]
+    pub max_page_attempts: u32,
+    /// Items taken from one feed per crawl (newest first); protects against runaway feeds.
+    #[serde(default = "default_max_items")]
+    pub max_items_per_feed: usize,
+    /// Query parameters dropped from URLs when canonicalising (in addition to utm_*).
+    #[serde(default = "default_tracking_params")]
+    pub tracking_params: Vec<String>,
+}
+
+fn default_user_agent() -> String {
+    format!("newsd/{} (+https://github.com/newsd/newsd; news crawler)", env!("CARGO_PKG_VERSION"))
+}
+fn default_concurrency() -> usize {
+    16
+}
+fn default_host_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_body() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_redirects() -> usize {
+    5
+}
+fn default_true() -> bool {
+    true
+}
+fn default_backoff_base() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn default_retry_after_max() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn default_batch_size() -> usize {
+    200
+}
+fn default_page_attempts() -> u32 {
+    3
+}
+fn default_max_items() -> usize {
+    500
+}
+fn default_tracking_params() -> Vec<String> {
+    ["fbclid", "gclid", "mc_cid", "mc_eid", "ocid", "cmpid", "ref", "ref_src", "at_medium", "at_campaign", "ns_mchannel", "ns_source", "ns_campaign", "ns_linkname", "ns_fee", "igshid", "_ga", "yclid", "spm"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+impl Default for CrawlConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("empty crawl config deserialises")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique, stable name (used in the database, CLI and logs).
+    pub name: String,
+    /// Feed URL (RSS 0.9x/1.0/2.0, Atom or JSON Feed).
+    pub url: String,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Fetch each new item's page and extract the full text (otherwise the feed's own text is stored).
+    #[serde(default)]
+    pub full_text: bool,
+    /// Per-source CSS selectors for page extraction; unset fields fall back to the general extractor.
+    #[serde(default)]
+    pub selectors: Option<SelectorConfig>,
+    /// Language code stored with the articles when the feed does not say.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Minimum time between two fetches of this feed (the schedule may run more often; the source is then skipped).
+    #[serde(default, with = "humantime_serde")]
+    pub min_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorConfig {
+    pub title: Option<String>,
+    pub body: Option<String>,
+    /// Element whose `datetime`/`content` attribute or text holds the publication date.
+    pub date: Option<String>,
+    /// Elements removed from the body before extracting text (ads, share bars...).
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedConfig {
+    /// Folder with model.onnx + tokenizer.json (+ optional newsd-model.toml giving dims/pooling/max_tokens/version).
+    #[serde(default = "default_model_dir")]
+    pub model_dir: PathBuf,
+    /// ONNX Runtime shared library (from the onnxruntime PyPI wheel; `scripts/setup.sh` fetches it).
+    #[serde(default = "default_ort_lib")]
+    pub onnxruntime_library: PathBuf,
+    /// Overrides of the model folder's own settings.
+    #[serde(default)]
+    pub dims: Option<usize>,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub pooling: Option<String>,
+    #[serde(default)]
+    pub model_version: Option<String>,
+    /// Texts per inference batch; batch x max_tokens bounds the memory the runtime uses.
+    #[serde(default = "default_embed_batch")]
+    pub batch_size: usize,
+    /// Compute threads (ONNX Runtime intra-op, OpenMP, BLAS). 1 unless you know the machine is yours.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Bounded queue between the async side and the compute worker.
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+}
+
+fn default_model_dir() -> PathBuf {
+    PathBuf::from("models/all-MiniLM-L6-v2")
+}
+fn default_ort_lib() -> PathBuf {
+    PathBuf::from("models/onnxruntime/libonnxruntime.so.1.32.0")
+}
+fn default_embed_batch() -> usize {
+    32
+}
+fn default_threads() -> usize {
+    1
+}
+fn default_queue() -> usize {
+    256
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("empty embed config deserialises")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// "flat" (exact, supports removal) or "hnsw" (approximate, for large collections).
+    #[serde(default = "default_index_kind")]
+    pub kind: String,
+    /// Index directory; empty means `<data_dir>/index`.
+    #[serde(default)]
+    pub dir: PathBuf,
+    #[serde(default = "default_hnsw_m")]
+    pub hnsw_m: u32,
+    #[serde(default = "default_ef_search")]
+    pub ef_search: u32,
+    /// Articles older than this are pruned from the index by the `prune` task (none when unset).
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// `prune` also deletes the pruned articles from the database.
+    #[serde(default)]
+    pub prune_database: bool,
+    /// Save the index after this many additions (and always at the end of a task and at shutdown).
+    #[serde(default = "default_save_every")]
+    pub save_every: usize,
+}
+
+fn default_index_kind() -> String {
+    "flat".into()
+}
+fn default_hnsw_m() -> u32 {
+    32
+}
+fn default_ef_search() -> u32 {
+    64
+}
+fn default_save_every() -> usize {
+    2000
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("empty index config deserialises")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Directory of schedule files (`*.toml`).
+    #[serde(default = "default_schedules_dir")]
+    pub schedules_dir: PathBuf,
+    /// Time given to running jobs after SIGTERM/SIGINT.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Debounce for schedule file changes.
+    #[serde(default = "default_debounce", with = "humantime_serde")]
+    pub reload_debounce: Duration,
+    /// Skip large writes (index saves) when free space on the data directory's disk is below this many bytes.
+    #[serde(default = "default_min_free")]
+    pub min_free_disk_bytes: u64,
+    /// Local HTTP endpoint for /healthz and /metrics; off when unset. Only loopback addresses are accepted.
+    #[serde(default)]
+    pub http_listen: Option<String>,
+    /// A source failing this many runs in a row is reported to the operations target.
+    #[serde(default = "default_source_alert")]
+    pub source_failure_alert: u32,
+}
+
+fn default_schedules_dir() -> PathBuf {
+    PathBuf::from("schedules")
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_debounce() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_min_free() -> u64 {
+    512 * 1024 * 1024
+}
+fn default_source_alert() -> u32 {
+    5
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("empty daemon config deserialises")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Filter directive (RUST_LOG syntax); RUST_LOG overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// Rolling log files directory; empty means `<data_dir>/logs`.
+    #[serde(default)]
+    pub dir: PathBuf,
+    /// Log files kept (one per day).
+    #[serde(default = "default_log_keep")]
+    pub keep_files: usize,
+    #[serde(default)]
+    pub json: bool,
+    /// Also write to files (the daemon always does unless this is false).
+    #[serde(default = "default_true")]
+    pub files: bool,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_log_keep() -> usize {
+    14
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("empty logging config deserialises")
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut c: Config = toml::from_str("").expect("empty config deserialises");
+        c.base_dir = PathBuf::from(".");
+        c
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used for error messages and relative paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().to_string() }
+        })?;
+        config.path = path.to_path_buf();
+        config.base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let invalid = |needle: Option<&str>, message: String| ConfigError::Invalid {
+            path: self.path.clone(),
+            line: needle.and_then(|n| find_line(text, n)),
+            message,
+        };
+        let mut names = HashSet::new();
+        for s in &self.sources {
+            let needle = format!("\"{}\"", s.name);
+            if s.name.trim().is_empty() {
+                return Err(invalid(Some("name = \"\""), "a source has an empty name".into()));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(Some(&needle), format!("duplicate source name {:?}", s.name)));
+            }
+            match url::Url::parse(&s.url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                Ok(u) => {
+                    return Err(invalid(Some(&s.url), format!("source {:?}: unsupported URL scheme {:?}", s.name, u.scheme())))
+                }
+                Err(e) => return Err(invalid(Some(&s.url), format!("source {:?}: invalid URL {:?}: {e}", s.name, s.url))),
+            }
+            if let Some(sel) = &s.selectors {
+                for css in [&sel.title, &sel.body, &sel.date].into_iter().flatten().chain(sel.remove.iter()) {
+                    if scraper::Selector::parse(css).is_err() {
+                        return Err(invalid(Some(css), format!("source {:?}: invalid CSS selector {:?}", s.name, css)));
+                    }
+                }
+            }
+        }
+        if self.crawl.concurrency == 0 {
+            return Err(invalid(Some("concurrency"), "crawl.concurrency must be at least 1".into()));
+        }
+        if self.crawl.batch_size == 0 {
+            return Err(invalid(Some("batch_size"), "crawl.batch_size must be at least 1".into()));
+        }
+        if self.embed.threads == 0 {
+            return Err(invalid(Some("threads"), "embed.threads must be at least 1".into()));
+        }
+        if self.embed.batch_size == 0 {
+            return Err(invalid(Some("batch_size"), "embed.batch_size must be at least 1".into()));
+        }
+        if !matches!(self.index.kind.as_str(), "flat" | "hnsw") {
+            return Err(invalid(Some("kind"), format!("index.kind must be \"flat\" or \"hnsw\", not {:?}", self.index.kind)));
+        }
+        if let Some(listen) = &self.daemon.http_listen {
+            match listen.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.ip().is_loopback() => {}
+                Ok(_) => {
+                    return Err(invalid(Some(listen), format!("daemon.http_listen {listen:?} must be a loopback address (127.0.0.1:PORT)")))
+                }
+                Err(e) => return Err(invalid(Some(listen), format!("daemon.http_listen {listen:?}: {e}"))),
+            }
+        }
+        self.analysis.validate(self).map_err(|(needle, message)| invalid(needle.as_deref(), message))?;
+        self.notify.validate().map_err(|(needle, message)| invalid(needle.as_deref(), message))?;
+        Ok(())
+    }
+
+    /// Resolves a configured path against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.data_dir)
+    }
+
+    pub fn index_dir(&self) -> PathBuf {
+        if self.index.dir.as_os_str().is_empty() {
+            self.data_dir().join("index")
+        } else {
+            self.resolve(&self.index.dir)
+        }
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        if self.logging.dir.as_os_str().is_empty() {
+            self.data_dir().join("logs")
+        } else {
+            self.resolve(&self.logging.dir)
+        }
+    }
+
+    pub fn schedules_dir(&self) -> PathBuf {
+        self.resolve(&self.daemon.schedules_dir)
+    }
+
+    /// The database URL: from `store.url_env`, else `store.url`, else SQLite in the data directory.
+    pub fn database_url(&self) -> Result<String, ConfigError> {
+        if let Some(var) = &self.store.url_env {
+            return std::env::var(var).map_err(|_| ConfigError::Invalid {
+                path: self.path.clone(),
+                line: None,
+                message: format!("store.url_env names {var:?}, which is not set in the environment"),
+            });
+        }
+        if self.store.url.is_empty() {
+            return Ok(format!("sqlite://{}", self.data_dir().join("newsd.db").display()));
+        }
+        if let Some(rest) = self.store.url.strip_prefix("sqlite://") {
+            let p = Path::new(rest);
+            if !p.is_absolute() && rest != ":memory:" {
+                return Ok(format!("sqlite://{}", self.resolve(p).display()));
+            }
+        }
+        Ok(self.store.url.clone())
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// Reads a secret from the environment variable the config names.
+pub fn secret_from_env(var: &str, what: &str) -> anyhow::Result<String> {
+    std::env::var(var).map_err(|_| anyhow::anyhow!("{what}: environment variable {var} is not set"))
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// 1-based line of the first occurrence of `needle`.
+pub fn find_line(text: &str, needle: &str) -> Option<usize> {
+    text.find(needle).map(|off| line_col(text, off).0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_has_defaults() {
+        let c = Config::from_toml("", Path::new("x/newsd.toml")).unwrap();
+        assert_eq!(c.crawl.concurrency, 16);
+        assert_eq!(c.embed.threads, 1);
+        assert_eq!(c.data_dir(), PathBuf::from("x/data"));
+        assert_eq!(c.database_url().unwrap(), "sqlite://x/data/newsd.db");
+    }
+
+    #[test]
+    fn unknown_field_names_line() {
+        let text = "[crawl]\nconcurrency = 4\nconcurency = 5\n";
+        let err = Config::from_toml(text, Path::new("newsd.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("newsd.toml:3:"), "{err}");
+        assert!(err.contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_line() {
+        let text = "[crawl]\n\nrequest_timeout = \"5 parsecs\"\n";
+        let err = Config::from_toml(text, Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("c.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_source_is_refused_with_line() {
+        let text = "[[sources]]\nname = \"a\"\nurl = \"http://x/feed\"\n\n[[sources]]\nname = \"a\"\nurl = \"http://y/feed\"\n";
+        let err = Config::from_toml(text, Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.contains("duplicate source name"), "{err}");
+        assert!(err.starts_with("c.toml:2"), "{err}");
+    }
+
+    #[test]
+    fn bad_selector_and_url_are_refused() {
+        let text = "[[sources]]\nname = \"a\"\nurl = \"ftp://x/feed\"\n";
+        assert!(Config::from_toml(text, Path::new("c.toml")).unwrap_err().to_string().contains("scheme"));
+        let text = "[[sources]]\nname = \"a\"\nurl = \"http://x/feed\"\nselectors = { body = \"div[[\" }\n";
+        let err = Config::from_toml(text, Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.contains("CSS selector") && err.starts_with("c.toml:4"), "{err}");
+    }
+
+    #[test]
+    fn http_listen_must_be_loopback() {
+        let text = "[daemon]\nhttp_listen = \"0.0.0.0:9000\"\n";
+        assert!(Config::from_toml(text, Path::new("c.toml")).unwrap_err().to_string().contains("loopback"));
+    }
+}

@@ -1,0 +1,19 @@
+//! newsd: crawls news, stores it, embeds and indexes it, analyses it on schedule and notifies.
+//!
+//! One module per pipeline stage, each with a narrow surface; `app` wires the shared parts, `daemon` runs them on
+//! schedules. Every task is a plain async function the CLI, the scheduler and the tests all call.
+
+pub mod analysis;
+pub mod app;
+pub mod bench;
+pub mod compute;
+pub mod config;
+pub mod crawl;
+pub mod logging;
+pub mod notify;
+pub mod status;
+pub mod store;
+pub mod testkit;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,174 @@
+//! The `newsd` command line. Every command is a thin wrapper over a library function; `--json` prints one JSON
+//! document on stdout (logs go to stderr) so users can script it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use newsd::logging::{self, LogMode};
+use newsd::{App, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "newsd", version, about = "Watches the news and tells you what it means for the market")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short = 'c', global = true, default_value = "newsd.toml", env = "NEWSD_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One crawl pass over all enabled sources (or the named ones); prints a per-source summary.
+    Crawl {
+        /// Only this source (repeatable).
+        #[arg(long = "source", short = 's')]
+        sources: Vec<String>,
+        /// Fetch even sources that are backing off or inside their minimum interval.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch one page and print what would be stored (for tuning selectors). Stores nothing.
+    Extract {
+        url: String,
+        /// Use this source's selectors.
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sources with health and counts, pending work.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(newsd::bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(Config::load(&cli.config)?)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Bench(cmd) => {
+            let config = if cli.config.exists() { load_config(&cli)? } else { Config::default() };
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            newsd::bench::run(cmd).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crawl { sources, force, json } => {
+            let config = load_config(&cli)?;
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            let app = App::open(config).await?;
+            let opts = newsd::crawl::CrawlOptions { sources: sources.clone(), force: *force };
+            let report = app.crawler()?.crawl(&opts).await?;
+            if *json {
+                print_json(&report)?;
+            } else {
+                println!("{:<24} {:<13} {:>6} {:>6} {:>6} {:>7}  error", "source", "status", "items", "new", "dup", "pagefail");
+                for r in &report.sources {
+                    println!(
+                        "{:<24} {:<13} {:>6} {:>6} {:>6} {:>7}  {}",
+                        r.name,
+                        serde_json::to_value(r.status)?.as_str().unwrap_or(""),
+                        r.items,
+                        r.new,
+                        r.duplicate,
+                        r.pages_failed,
+                        r.error.as_deref().or(r.recovered.as_deref()).unwrap_or("")
+                    );
+                }
+                let t = &report.totals;
+                println!(
+                    "{} sources: {} fetched, {} not modified, {} failed, {} deferred; {} new articles, {} duplicates ({} ms)",
+                    t.sources, t.fetched, t.not_modified, t.failed, t.deferred, t.new, t.duplicate, report.duration_ms
+                );
+            }
+            // Partial failure is normal operation (one dead source); the exit code says whether everything failed.
+            let all_failed = report.totals.sources > 0 && report.totals.failed == report.totals.sources;
+            Ok(if all_failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+        }
+        Command::Extract { url, source, json } => {
+            let config = if cli.config.exists() { load_config(&cli)? } else { Config::default() };
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            let selectors = match source {
+                Some(name) => Some(
+                    config
+                        .source(name)
+                        .ok_or_else(|| anyhow::anyhow!("unknown source {name:?} in {}", config.path.display()))?
+                        .selectors
+                        .clone()
+                        .unwrap_or_default(),
+                ),
+                None => None,
+            };
+            let fetcher = newsd::crawl::Fetcher::new(&config.crawl)?;
+            let page = match fetcher.fetch(url, None).await? {
+                newsd::crawl::Fetched::Body(p) => p,
+                newsd::crawl::Fetched::NotModified => anyhow::bail!("{url}: unexpected 304 Not Modified"),
+            };
+            let e = newsd::crawl::extract(&page.body, page.content_type.as_deref(), &page.final_url, selectors.as_ref())?;
+            if *json {
+                print_json(&serde_json::json!({
+                    "url": url,
+                    "final_url": page.final_url,
+                    "title": e.title,
+                    "body": e.body,
+                    "published": e.published.map(|d| d.to_rfc3339()),
+                    "charset": e.charset,
+                    "method": e.method,
+                    "body_chars": e.body.chars().count(),
+                }))?;
+            } else {
+                println!("url:       {}", page.final_url);
+                println!("title:     {}", e.title);
+                println!("published: {}", e.published.map(|d| d.to_rfc3339()).unwrap_or_else(|| "unknown".into()));
+                println!("charset:   {}", e.charset);
+                println!("method:    {}", e.method);
+                println!("body ({} characters):\n{}", e.body.chars().count(), e.body);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let config = load_config(&cli)?;
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            let app = App::open(config).await?;
+            let status = newsd::status::collect(&app).await?;
+            if *json {
+                print_json(&status)?;
+            } else {
+                newsd::status::print_human(&status);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Notifications (issue 5). Filled in by the notification work.
+pub mod config;

@@ -1,0 +1,240 @@
+//! Articles: batched inserts, set-based duplicate checks, full-text page state.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{placeholders, Result, Store};
+
+/// An article about to be stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewArticle {
+    pub url: String,
+    pub source_id: i64,
+    pub title: String,
+    pub body: String,
+    pub published_at: Option<i64>,
+    pub fetched_at: i64,
+    pub content_hash: String,
+    pub language: Option<String>,
+    /// feed | selectors | general
+    pub extraction: String,
+    /// none | pending | ok | failed
+    pub page_status: String,
+    pub page_attempts: i64,
+    pub page_error: Option<String>,
+    pub charset: Option<String>,
+}
+
+/// A stored article.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ArticleRow {
+    pub id: i64,
+    pub url: String,
+    pub source: String,
+    pub title: String,
+    pub body: String,
+    pub published_at: Option<i64>,
+    pub fetched_at: i64,
+    pub content_hash: String,
+    pub language: Option<String>,
+    pub extraction: String,
+    pub page_status: String,
+}
+
+/// New content for an article whose page was fetched (or failed) after the feed item was stored.
+#[derive(Debug, Clone)]
+pub struct PageUpdate {
+    pub id: i64,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub published_at: Option<i64>,
+    pub content_hash: Option<String>,
+    pub extraction: Option<String>,
+    pub charset: Option<String>,
+    /// ok | failed | pending (to try again later)
+    pub page_status: String,
+    pub page_error: Option<String>,
+}
+
+/// SQLite's default limit on bound parameters is 32766; stay far below it.
+const IN_CHUNK: usize = 500;
+
+pub(crate) const ARTICLE_COLUMNS: &str = "a.id, a.url, s.name AS source, a.title, a.body, a.published_at, a.fetched_at, \
+     a.content_hash, a.language, a.extraction, a.page_status";
+
+pub(crate) fn article_from_row(row: &sqlx::any::AnyRow) -> Result<ArticleRow> {
+    Ok(ArticleRow {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        source: row.try_get("source")?,
+        title: row.try_get("title")?,
+        body: row.try_get("body")?,
+        published_at: row.try_get("published_at")?,
+        fetched_at: row.try_get("fetched_at")?,
+        content_hash: row.try_get("content_hash")?,
+        language: row.try_get("language")?,
+        extraction: row.try_get("extraction")?,
+        page_status: row.try_get("page_status")?,
+    })
+}
+
+impl Store {
+    /// Which of these canonical URLs are already stored (one query per 500 URLs, not one per URL).
+    pub async fn existing_urls(&self, urls: &[String]) -> Result<HashSet<String>> {
+        self.existing_values("url", urls).await
+    }
+
+    /// Which of these content hashes are already stored.
+    pub async fn existing_hashes(&self, hashes: &[String]) -> Result<HashSet<String>> {
+        self.existing_values("content_hash", hashes).await
+    }
+
+    async fn existing_values(&self, column: &str, values: &[String]) -> Result<HashSet<String>> {
+        let mut found = HashSet::new();
+        for chunk in values.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT {column} FROM articles WHERE {column} IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for v in chunk {
+                q = q.bind(v.as_str());
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                found.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Inserts a batch in one transaction; a URL stored meanwhile (another feed, another node) is skipped.
+    /// Returns the ids of the rows actually inserted, in batch order.
+    pub async fn insert_articles(&self, batch: &[NewArticle]) -> Result<Vec<i64>> {
+        let mut ids = Vec::with_capacity(batch.len());
+        if batch.is_empty() {
+            return Ok(ids);
+        }
+        let mut tx = self.pool().begin().await?;
+        for a in batch {
+            let row = sqlx::query(
+                "INSERT INTO articles (url, source_id, title, body, published_at, fetched_at, content_hash, language, \
+                   extraction, page_status, page_attempts, page_error, charset) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (url) DO NOTHING RETURNING id",
+            )
+            .bind(&a.url)
+            .bind(a.source_id)
+            .bind(&a.title)
+            .bind(&a.body)
+            .bind(a.published_at)
+            .bind(a.fetched_at)
+            .bind(&a.content_hash)
+            .bind(a.language.clone())
+            .bind(&a.extraction)
+            .bind(&a.page_status)
+            .bind(a.page_attempts)
+            .bind(a.page_error.clone())
+            .bind(a.charset.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                ids.push(row.try_get::<i64, _>(0)?);
+            }
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Articles of a source whose full-text page is still to be fetched (oldest first).
+    pub async fn pending_pages(&self, source_id: i64, limit: i64) -> Result<Vec<(i64, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT id, url, page_attempts FROM articles WHERE page_status = 'pending' AND source_id = $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(source_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    /// Applies page results in one transaction.
+    pub async fn update_pages(&self, updates: &[PageUpdate]) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await?;
+        for u in updates {
+            sqlx::query(
+                "UPDATE articles SET title = COALESCE($1, title), body = COALESCE($2, body), \
+                   published_at = COALESCE(published_at, $3), content_hash = COALESCE($4, content_hash), \
+                   extraction = COALESCE($5, extraction), charset = COALESCE($6, charset), page_status = $7, \
+                   page_error = $8, page_attempts = page_attempts + 1 WHERE id = $9",
+            )
+            .bind(u.title.clone())
+            .bind(u.body.clone())
+            .bind(u.published_at)
+            .bind(u.content_hash.clone())
+            .bind(u.extraction.clone())
+            .bind(u.charset.clone())
+            .bind(&u.page_status)
+            .bind(u.page_error.clone())
+            .bind(u.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Articles by id (any order in, id order out).
+    pub async fn articles_by_ids(&self, ids: &[i64]) -> Result<Vec<ArticleRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT {ARTICLE_COLUMNS} FROM articles a JOIN sources s ON s.id = a.source_id \
+                 WHERE a.id IN ({}) ORDER BY a.id",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                out.push(article_from_row(&row)?);
+            }
+        }
+        out.sort_by_key(|a| a.id);
+        Ok(out)
+    }
+
+    pub async fn article_by_url(&self, url: &str) -> Result<Option<ArticleRow>> {
+        let sql = format!("SELECT {ARTICLE_COLUMNS} FROM articles a JOIN sources s ON s.id = a.source_id WHERE a.url = $1");
+        let row = sqlx::query(&sql).bind(url).fetch_optional(self.pool()).await?;
+        row.as_ref().map(article_from_row).transpose()
+    }
+
+    /// Articles published (or, without a date, fetched) in [from, to), newest first, optionally from some sources.
+    pub async fn articles_in_window(&self, from_ms: i64, to_ms: i64, sources: &[String], limit: i64) -> Result<Vec<ArticleRow>> {
+        let mut sql = format!(
+            "SELECT {ARTICLE_COLUMNS} FROM articles a JOIN sources s ON s.id = a.source_id \
+             WHERE COALESCE(a.published_at, a.fetched_at) >= $1 AND COALESCE(a.published_at, a.fetched_at) < $2"
+        );
+        if !sources.is_empty() {
+            sql.push_str(&format!(" AND s.name IN ({})", placeholders(3, sources.len())));
+        }
+        sql.push_str(&format!(" ORDER BY COALESCE(a.published_at, a.fetched_at) DESC, a.id DESC LIMIT ${}", 3 + sources.len()));
+        let mut q = sqlx::query(&sql).bind(from_ms).bind(to_ms);
+        for s in sources {
+            q = q.bind(s.as_str());
+        }
+        q = q.bind(limit);
+        q.fetch_all(self.pool()).await?.iter().map(article_from_row).collect()
+    }
+
+    pub async fn count_articles(&self) -> Result<i64> {
+        self.scalar_i64("SELECT COUNT(*) FROM articles").await
+    }
+}

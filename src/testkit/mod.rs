@@ -1,0 +1,7 @@
+//! Test and benchmark support: the real news corpus and a real local HTTP news site serving it.
+//! Used by `tests/` and `newsd bench`; not used by the daemon.
+pub mod corpus;
+pub mod server;
+
+pub use corpus::{CorpusArticle, squash};
+pub use server::NewsServer;

@@ -1,0 +1,277 @@
+//! Crawler integration tests: a real HTTP server on 127.0.0.1 serving feeds and pages generated from the real
+//! news corpus (fetched by `scripts/setup.sh`), the real SQLite store, exact outcomes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use newsd::config::{Config, SourceConfig};
+use newsd::crawl::{CrawlOptions, CrawlReport, Crawler, SourceStatus};
+use newsd::store::{ArticleRow, Store};
+use newsd::testkit::{corpus, squash, CorpusArticle, NewsServer};
+
+fn source(name: &str, url: String, full_text: bool) -> SourceConfig {
+    SourceConfig { name: name.into(), url, enabled: true, full_text, selectors: None, language: Some("en".into()), min_interval: None }
+}
+
+async fn setup(dir: &std::path::Path, sources: Vec<SourceConfig>, tweak: impl FnOnce(&mut Config)) -> (Crawler, Store) {
+    let mut config = Config::default();
+    config.data_dir = dir.to_path_buf();
+    config.crawl.per_host_interval = Duration::ZERO;
+    config.crawl.max_items_per_feed = 10_000;
+    config.sources = sources;
+    tweak(&mut config);
+    let store = Store::from_config(&config).await.unwrap();
+    (Crawler::new(Arc::new(config), store.clone()).unwrap(), store)
+}
+
+fn by_name(report: &CrawlReport) -> HashMap<String, newsd::crawl::SourceReport> {
+    report.sources.iter().map(|s| (s.name.clone(), s.clone())).collect()
+}
+
+async fn all_articles(store: &Store) -> Vec<ArticleRow> {
+    let max = store.scalar_i64("SELECT MAX(id) FROM articles").await.unwrap();
+    store.articles_by_ids(&(1..=max).collect::<Vec<_>>()).await.unwrap()
+}
+
+fn load_corpus() -> Vec<CorpusArticle> {
+    corpus::load().expect("the test corpus is fetched by scripts/setup.sh (see README)")
+}
+
+/// The corpus articles the crawler must store: every one, except a repeat of the same substantial text
+/// (the corpus holds the same article twice in a couple of places; those are duplicates by content).
+fn expected_unique(articles: &[CorpusArticle]) -> Vec<&CorpusArticle> {
+    let mut seen = std::collections::HashSet::new();
+    articles
+        .iter()
+        .filter(|a| {
+            let text_ok = a.text.chars().count() >= 80;
+            let body = if text_ok { squash(&a.text) } else { squash(&a.subtitle) };
+            body.len() < 200 || seen.insert(newsd::crawl::content_hash(&squash(&a.title), &body))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_corpus_is_stored_once_with_right_fields_and_second_crawl_is_not_modified() {
+    let corpus = load_corpus();
+    assert_eq!(corpus.len(), 3824);
+    let server = NewsServer::start(corpus.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sources: Vec<_> = server.feed_urls().into_iter().map(|(n, u)| source(&n, u, true)).collect();
+    assert_eq!(sources.len(), 9);
+    let (crawler, store) = setup(dir.path(), sources, |_| {}).await;
+
+    let report = crawler.crawl(&CrawlOptions::default()).await.unwrap();
+    assert_eq!(report.totals.failed, 0, "{report:#?}");
+    assert_eq!(report.totals.fetched, 9);
+    assert_eq!(report.totals.items, 3824);
+    let expected = expected_unique(&corpus);
+    assert_eq!(report.totals.new, expected.len(), "new articles");
+    assert_eq!(report.totals.new + report.totals.duplicate, 3824);
+    assert_eq!(store.count_articles().await.unwrap() as usize, expected.len());
+
+    let stored: HashMap<String, ArticleRow> = all_articles(&store).await.into_iter().map(|a| (a.url.clone(), a)).collect();
+    let mut short = 0;
+    for a in &expected {
+        // The feed links carry utm_ parameters: the stored URL is the canonical one.
+        let url = server.url(&format!("/articles/{}", a.id));
+        let row = stored.get(&url).unwrap_or_else(|| panic!("article {} ({url}) not stored", a.id));
+        assert_eq!(row.source, a.source);
+        if !a.title.trim().is_empty() {
+            assert_eq!(row.title, squash(&a.title), "title of {}", a.id);
+        }
+        assert_eq!(row.published_at, a.published.map(|d| d.timestamp_millis()), "date of {}", a.id);
+        if a.text.chars().count() >= 80 {
+            assert_eq!(squash(&row.body), squash(&a.text), "body of article {}", a.id);
+            assert_eq!(row.extraction, "general");
+            assert_eq!(row.page_status, "ok");
+        } else {
+            // No article text on the page: the feed's text is kept and the page retried later.
+            short += 1;
+            assert_eq!(row.page_status, "pending", "article {}", a.id);
+        }
+    }
+    assert!(short < 70, "{short} pages without text");
+
+    // Second pass: every feed answers 304 to the conditional GET; nothing new, nothing lost.
+    let before = store.count_articles().await.unwrap();
+    let second = crawler.crawl(&CrawlOptions::default()).await.unwrap();
+    assert_eq!(second.totals.not_modified, 9, "{:#?}", second.totals);
+    assert_eq!(second.totals.new, 0);
+    assert_eq!(store.count_articles().await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_recorded_per_source_and_lose_nothing_from_the_others() {
+    let corpus: Vec<_> = load_corpus().into_iter().filter(|a| a.source == "cnn").take(40).collect();
+    let server = NewsServer::start(corpus.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = vec![
+        source("good", server.url("/feeds/cnn"), true),
+        source("malformed", server.url("/faults/malformed"), false),
+        source("recoverable", server.url("/faults/recoverable"), false),
+        source("error500", server.url("/faults/status/500"), false),
+        source("ratelimited", server.url("/faults/ratelimited"), false),
+        source("slow", server.url("/faults/slow"), false),
+        source("huge", server.url("/faults/huge"), false),
+        source("huge-chunked", server.url("/faults/huge-chunked"), false),
+        source("loop", server.url("/faults/loop"), false),
+        source("robots", server.url("/private/feed"), false),
+        source("korean", server.url("/kr/feed"), true),
+    ];
+    let (crawler, store) = setup(dir.path(), sources, |c| {
+        c.crawl.request_timeout = Duration::from_secs(1);
+        c.crawl.max_body_bytes = 1024 * 1024;
+        c.crawl.max_redirects = 3;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let report = crawler.crawl(&CrawlOptions::default()).await.unwrap();
+    let r = by_name(&report);
+    let err = |n: &str| r[n].error.clone().unwrap_or_default();
+
+    // The good source is complete despite ten broken neighbours.
+    assert_eq!(r["good"].status, SourceStatus::Fetched);
+    assert_eq!(r["good"].new, expected_unique(&corpus).len());
+    assert_eq!(r["good"].pages_failed, corpus.iter().filter(|a| a.text.chars().count() < 80).count());
+
+    assert_eq!(r["malformed"].status, SourceStatus::Failed);
+    assert!(err("malformed").contains("malformed feed") && err("malformed").contains("/faults/malformed"), "{}", err("malformed"));
+
+    assert_eq!(r["recoverable"].status, SourceStatus::Fetched);
+    assert_eq!(r["recoverable"].new, 2);
+    assert!(r["recoverable"].recovered.as_deref().unwrap_or("").contains("entities"));
+
+    assert!(err("error500").contains("HTTP 500"), "{}", err("error500"));
+    assert!(err("ratelimited").contains("HTTP 429") && err("ratelimited").contains("Retry-After 120s"), "{}", err("ratelimited"));
+    assert!(err("slow").contains("timed out"), "{}", err("slow"));
+    assert!(err("huge").contains("exceeds 1048576 bytes"), "{}", err("huge"));
+    assert!(err("huge-chunked").contains("exceeds 1048576 bytes"), "{}", err("huge-chunked"));
+    assert!(err("loop").contains("too many redirects"), "{}", err("loop"));
+    assert!(err("robots").contains("disallowed by robots.txt"), "{}", err("robots"));
+    assert_eq!(server.hits("/private/feed"), 0, "a disallowed URL is never requested");
+    // The slow source cost its own timeout, not everyone's: the whole pass is bounded by ~1 timeout.
+    assert!(started.elapsed() < Duration::from_secs(4), "pass took {:?}", started.elapsed());
+
+    // EUC-KR pages (charset in the header for one, only in a meta tag for the other) decode correctly.
+    assert_eq!(r["korean"].new, 2);
+    for (i, (title, text)) in newsd::testkit::server::KOREAN_ARTICLES.iter().enumerate() {
+        let row = store.article_by_url(&server.url(&format!("/kr/{i}"))).await.unwrap().expect("korean article stored");
+        assert_eq!(row.title, *title);
+        assert_eq!(squash(&row.body), squash(text));
+    }
+
+    // Recorded state: failures counted, Retry-After honoured, back-off applied.
+    let state = |n: &str| {
+        let store = store.clone();
+        let n = n.to_string();
+        async move { store.source_state(&n).await.unwrap().unwrap() }
+    };
+    let now = newsd::store::now_ms();
+    let rl = state("ratelimited").await;
+    assert!(rl.next_fetch_at >= now + 110_000 && rl.next_fetch_at <= now + 125_000, "Retry-After 120 s: {}", rl.next_fetch_at - now);
+    let e5 = state("error500").await;
+    assert_eq!(e5.consecutive_failures, 1);
+    assert!(e5.next_fetch_at > now + 30_000, "backed off");
+    assert!(e5.last_error.unwrap().contains("HTTP 500"));
+    assert_eq!(state("good").await.consecutive_failures, 0);
+
+    // Next pass: failing sources are deferred (not hammered), the good one is not modified.
+    let hits_429 = server.hits("/faults/ratelimited");
+    let second = by_name(&crawler.crawl(&CrawlOptions::default()).await.unwrap());
+    assert_eq!(second["ratelimited"].status, SourceStatus::Deferred);
+    assert_eq!(server.hits("/faults/ratelimited"), hits_429);
+    assert_eq!(second["error500"].status, SourceStatus::Deferred);
+    assert_eq!(second["good"].status, SourceStatus::NotModified);
+
+    // Health as `newsd status` shows it.
+    let health = store.source_health(&[]).await.unwrap();
+    let h: HashMap<_, _> = health.iter().map(|h| (h.name.as_str(), h)).collect();
+    assert!(h["good"].healthy && h["good"].articles as usize == expected_unique(&corpus).len());
+    assert!(!h["slow"].healthy && h["slow"].last_error.as_deref().unwrap().contains("timed out"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_page_keeps_feed_text_and_is_retried_until_it_succeeds() {
+    let corpus: Vec<_> = load_corpus().into_iter().filter(|a| a.source == "bbc" && a.text.len() > 500).take(10).collect();
+    let victim = corpus[3].id;
+    let server = NewsServer::start(corpus.clone()).await.unwrap();
+    server.force_status(&format!("/articles/{victim}"), Some(503));
+    let dir = tempfile::tempdir().unwrap();
+    let (crawler, store) = setup(dir.path(), vec![source("bbc", server.url("/feeds/bbc"), true)], |_| {}).await;
+    let r = crawler.crawl(&CrawlOptions::default()).await.unwrap();
+    assert_eq!(r.totals.new, 10);
+    assert_eq!(r.sources[0].pages_failed, 1);
+    let url = server.url(&format!("/articles/{victim}"));
+    let row = store.article_by_url(&url).await.unwrap().unwrap();
+    assert_eq!(row.page_status, "pending");
+    assert_eq!(row.extraction, "feed");
+
+    server.force_status(&format!("/articles/{victim}"), None);
+    let r = crawler.crawl(&CrawlOptions::default()).await.unwrap();
+    assert_eq!(r.sources[0].status, SourceStatus::NotModified);
+    assert_eq!(r.sources[0].pages_retried, 1);
+    let row = store.article_by_url(&url).await.unwrap().unwrap();
+    assert_eq!(row.page_status, "ok");
+    let original = corpus.iter().find(|a| a.id == victim).unwrap();
+    assert_eq!(squash(&row.body), squash(&original.text));
+    assert_eq!(store.count_articles().await.unwrap(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_article_in_two_feeds_is_stored_once_and_hosts_are_spaced() {
+    let corpus: Vec<_> = load_corpus().into_iter().filter(|a| a.source == "tass").take(6).collect();
+    let server = NewsServer::start(corpus.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = vec![source("tass", server.url("/feeds/tass"), true), source("tass-mirror", server.url("/feeds/tass"), true)];
+    let (crawler, store) = setup(dir.path(), sources, |c| c.crawl.per_host_interval = Duration::from_millis(150)).await;
+    let r = crawler.crawl(&CrawlOptions::default()).await.unwrap();
+    assert_eq!(r.totals.new, 6);
+    assert_eq!(r.totals.duplicate, 6);
+    assert_eq!(store.count_articles().await.unwrap(), 6);
+    // One host: one connection at a time and at least 150 ms between requests.
+    let times: Vec<_> = server.requests().into_iter().map(|(_, t)| t).collect();
+    assert!(times.len() >= 8, "{} requests", times.len());
+    for w in times.windows(2) {
+        assert!(w[1].duration_since(w[0]) >= Duration::from_millis(140), "requests {:?} apart", w[1].duration_since(w[0]));
+    }
+}
+
+/// The same store code on PostgreSQL (the backend users move to). Needs a server on 127.0.0.1:5432; skips with a
+/// printed reason where there is none (a user's fresh machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crawl_into_postgres() {
+    let base = std::env::var("NEWSD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("newsd_test_{}", rand::random::<u32>());
+    let admin = match tokio::time::timeout(Duration::from_secs(5), sqlx::PgPool::connect(&base)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            eprintln!("SKIPPED crawl_into_postgres: no PostgreSQL reachable at {base}: {e}");
+            return;
+        }
+        Err(_) => {
+            eprintln!("SKIPPED crawl_into_postgres: connecting to PostgreSQL at {base} timed out");
+            return;
+        }
+    };
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+    let url = format!("{base}?options=-c%20search_path%3D{schema}");
+
+    let corpus: Vec<_> = load_corpus().into_iter().filter(|a| a.source == "dw").take(25).collect();
+    let server = NewsServer::start(corpus.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (crawler, store) = setup(dir.path(), vec![source("dw", server.url("/feeds/dw"), true)], |c| c.store.url = url.clone()).await;
+    assert_eq!(store.backend(), newsd::store::Backend::Postgres);
+    let r = crawler.crawl(&CrawlOptions::default()).await.unwrap();
+    let expected = expected_unique(&corpus).len();
+    assert_eq!(r.totals.new, expected, "{r:#?}");
+    let second = crawler.crawl(&CrawlOptions::default()).await.unwrap();
+    assert_eq!(second.totals.not_modified, 1);
+    assert_eq!(store.count_articles().await.unwrap() as usize, expected);
+    let a = &corpus.iter().find(|a| a.text.len() > 200).unwrap();
+    let row = store.article_by_url(&server.url(&format!("/articles/{}", a.id))).await.unwrap().unwrap();
+    assert_eq!(squash(&row.body), squash(&a.text));
+    store.close().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+}
