@@ -420,15 +420,13 @@ impl Crawler {
     }
 }
 
-/// The feed's title wins when it has one (feeds rarely carry site-name suffixes); the page's body wins when it is
-/// longer than the feed's text; the feed's date wins.
+/// The feed's title wins when it has one (feeds rarely carry site-name suffixes); the page's body wins (a feed's
+/// text is a teaser, and extraction only succeeds with real article text); the feed's date wins.
 fn apply_extracted(title: &mut String, body: &mut String, published: &mut Option<i64>, e: &Extracted) {
     if title.trim().is_empty() {
         *title = e.title.clone();
     }
-    if e.body.len() >= body.len() {
-        *body = e.body.clone();
-    }
+    *body = e.body.clone();
     if published.is_none() {
         *published = e.published.map(|d| d.timestamp_millis());
     }
