@@ -9,11 +9,16 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Crawl the whole corpus (feeds + pages) from local servers into a fresh database.
     Crawl(crawl::CrawlBenchArgs),
+    /// Serve the corpus news site (one loopback host per outlet) until killed; used by `bench crawl` so the
+    /// server's memory is not counted as the crawler's.
+    #[command(hide = true)]
+    ServeCorpus(crawl::ServeArgs),
 }
 
 pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Crawl(args) => crawl::run(args).await,
+        BenchCommand::ServeCorpus(args) => crawl::serve(args).await,
     }
 }
 
