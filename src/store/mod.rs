@@ -6,9 +6,11 @@
 //! with the same tables; migrations are embedded in the binary and applied at open.
 
 mod articles;
+mod embeddings;
 mod sources;
 
 pub use articles::{ArticleRow, NewArticle, PageUpdate};
+pub use embeddings::{vector_from_bytes, vector_to_bytes, ModelRow, PendingArticle};
 pub use sources::{FetchOutcome, SourceHealth, SourceState};
 
 use std::path::Path;
