@@ -9,10 +9,14 @@ pub mod bench;
 pub mod compute;
 pub mod config;
 pub mod crawl;
+pub mod daemon;
 pub mod logging;
 pub mod notify;
+pub mod ops;
+pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod tasks;
 pub mod testkit;
 
 pub use app::App;

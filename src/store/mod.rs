@@ -6,9 +6,11 @@
 //! with the same tables; migrations are embedded in the binary and applied at open.
 
 mod articles;
+mod daemon;
 mod sources;
 
 pub use articles::{ArticleRow, NewArticle, PageUpdate};
+pub use daemon::{JobRun, JobSummary, OpsAlert, ReloadEvent};
 pub use sources::{FetchOutcome, SourceHealth, SourceState};
 
 use std::path::Path;
