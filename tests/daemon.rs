@@ -114,7 +114,7 @@ async fn runs(store: &Store, job: &str) -> Vec<JobRun> {
 }
 
 /// Polls `check` until it returns Some (or panics after `limit` with the daemon's log).
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, daemon: &Daemon, mut check: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, daemon: &mut Daemon, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -124,7 +124,9 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        if Instant::now() > deadline {
+        let exited = !daemon.alive();
+        if exited || Instant::now() > deadline {
+            let what = if exited { format!("{what} (the daemon exited)") } else { what.to_string() };
             let log = daemon.log();
             let tail: String = log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             panic!("timed out waiting for: {what}\n--- daemon log (tail) ---\n{tail}");
@@ -162,11 +164,12 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
     let port = free_port();
     write_config(dir, &[("cnn", server.url("/feeds/cnn"), false)], &format!("http_listen = \"127.0.0.1:{port}\""));
     write_schedule(dir, "a.toml", &job("crawl-a", "* * * * * *", "crawl", ""));
-    let mut daemon = Daemon::start(dir);
+    // The test opens (creating and migrating) the database before the daemon so the two do not migrate at once.
     let store = open_store(dir).await;
+    let mut daemon = Daemon::start(dir);
 
     // Jobs fire on time: every second, the first crawl stores the feed, later ones find it not modified.
-    let crawls = wait_for("two finished crawl-a runs", LIMIT, &daemon, || async {
+    let crawls = wait_for("two finished crawl-a runs", LIMIT, &mut daemon, || async {
         let r: Vec<JobRun> = runs(&store, "crawl-a").await.into_iter().filter(|r| r.outcome == "ok").collect();
         (r.len() >= 2).then_some(r)
     })
@@ -199,7 +202,7 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
 
     // A new file is picked up without restart.
     write_schedule(dir, "b.toml", &job("tick-b", "* * * * * *", "_test_sleep", "duration = \"10ms\""));
-    wait_for("tick-b runs", LIMIT, &daemon, || async { (runs(&store, "tick-b").await.iter().any(|r| r.outcome == "ok")).then_some(()) }).await;
+    wait_for("tick-b runs", LIMIT, &mut daemon, || async { (runs(&store, "tick-b").await.iter().any(|r| r.outcome == "ok")).then_some(()) }).await;
     let applied = store.reload_events(20).await.unwrap();
     assert!(applied.iter().any(|e| e.outcome == "applied" && e.fired_by == "watch" && e.detail == "added: tick-b"), "{applied:?}");
 
@@ -207,7 +210,7 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
     let bad = format!("{}\n{}", job("crawl-a", "* * * * * *", "crawl", ""), job("broken", "0 61 * * * *", "crawl", ""));
     let bad_line = bad.lines().position(|l| l.contains("61 *")).unwrap() + 1;
     write_schedule(dir, "a.toml", &bad);
-    let refused = wait_for("a refused reload", LIMIT, &daemon, || async {
+    let refused = wait_for("a refused reload", LIMIT, &mut daemon, || async {
         store.reload_events(20).await.unwrap().into_iter().find(|e| e.outcome == "refused")
     })
     .await;
@@ -216,7 +219,7 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
     assert!(alerts.iter().any(|a| a.kind == "schedule_refused" && a.message.contains("a.toml")), "{alerts:?}");
     for job in ["crawl-a", "tick-b"] {
         let before = runs(&store, job).await.len();
-        wait_for(&format!("{job} firing after the refused edit"), LIMIT, &daemon, || async {
+        wait_for(&format!("{job} firing after the refused edit"), LIMIT, &mut daemon, || async {
             (runs(&store, job).await.len() >= before + 2).then_some(())
         })
         .await;
@@ -226,7 +229,7 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
     // A later valid edit applies normally; deleting a file removes its job and it stops firing.
     write_schedule(dir, "a.toml", &job("crawl-a", "*/2 * * * * *", "crawl", ""));
     std::fs::remove_file(dir.join("schedules/b.toml")).unwrap();
-    wait_for("the valid edit and the deletion applied", LIMIT, &daemon, || async {
+    wait_for("the valid edit and the deletion applied", LIMIT, &mut daemon, || async {
         let ev = store.reload_events(50).await.unwrap();
         let changed = ev.iter().any(|e| e.outcome == "applied" && e.detail.contains("changed: crawl-a"));
         let removed = ev.iter().any(|e| e.outcome == "applied" && e.detail.contains("removed: tick-b"));
@@ -243,7 +246,7 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
     // SIGHUP goes through the same reload path.
     let n_events = store.reload_events(100).await.unwrap().len();
     daemon.signal(libc::SIGHUP);
-    wait_for("a SIGHUP reload event", LIMIT, &daemon, || async {
+    wait_for("a SIGHUP reload event", LIMIT, &mut daemon, || async {
         let ev = store.reload_events(100).await.unwrap();
         (ev.len() > n_events && ev[0].fired_by == "SIGHUP" && ev[0].outcome == "applied").then_some(())
     })
@@ -265,7 +268,7 @@ async fn panics_timeouts_failures_overlap_and_missed_runs_are_recorded_and_the_d
     let dir = tmp.path();
     // A source nobody listens on: the crawl fails.
     let dead = format!("http://127.0.0.1:{}/feed", free_port());
-    write_config(dir, &[("dead", dead, false)], "shutdown_grace = \"20s\"");
+    write_config(dir, &[("dead", dead, false)], "");
     // History from an earlier life: yearly jobs that last ran two years ago, so a fire time was missed.
     let store = open_store(dir).await;
     let long_ago = chrono::Utc::now().timestamp_millis() - 2 * 365 * 86_400_000;
@@ -289,34 +292,34 @@ async fn panics_timeouts_failures_overlap_and_missed_runs_are_recorded_and_the_d
     let mut daemon = Daemon::start(dir);
 
     // A missed fire time with run_once runs at start; with skip it does not.
-    let missed = wait_for("the missed run", LIMIT, &daemon, || async {
+    let missed = wait_for("the missed run", LIMIT, &mut daemon, || async {
         runs(&store, "yearly-run-once").await.into_iter().find(|r| r.fired_by == "missed" && r.outcome == "ok")
     })
     .await;
     assert!(missed.started_at > long_ago);
 
-    let panicked = wait_for("two panicked runs", LIMIT, &daemon, || async {
+    let panicked = wait_for("two panicked runs", LIMIT, &mut daemon, || async {
         let r: Vec<JobRun> = runs(&store, "panics").await.into_iter().filter(|r| r.outcome == "panicked").collect();
         (r.len() >= 2).then_some(r)
     })
     .await;
     assert!(panicked[0].error.as_deref().unwrap_or("").contains("deliberate panic"), "{:?}", panicked[0]);
-    let timed_out = wait_for("a timed-out run", LIMIT, &daemon, || async {
+    let timed_out = wait_for("a timed-out run", LIMIT, &mut daemon, || async {
         runs(&store, "times-out").await.into_iter().find(|r| r.outcome == "timeout")
     })
     .await;
     assert_eq!(timed_out.error.as_deref(), Some("timed out after 1s"));
-    let failed = wait_for("a failed crawl", LIMIT, &daemon, || async {
+    let failed = wait_for("a failed crawl", LIMIT, &mut daemon, || async {
         runs(&store, "crawl-dead").await.into_iter().find(|r| r.outcome == "failed")
     })
     .await;
     assert!(failed.error.as_deref().unwrap_or("").contains("all 1 sources failed"), "{failed:?}");
-    let skipped = wait_for("a skipped tick", LIMIT, &daemon, || async {
+    let skipped = wait_for("a skipped tick", LIMIT, &mut daemon, || async {
         runs(&store, "slow-skip").await.into_iter().find(|r| r.outcome == "skipped")
     })
     .await;
     assert_eq!(skipped.error.as_deref(), Some("previous run still running"));
-    wait_for("a queued run", LIMIT, &daemon, || async {
+    wait_for("a queued run", LIMIT, &mut daemon, || async {
         runs(&store, "slow-queue").await.into_iter().find(|r| r.fired_by == "queued" && r.outcome == "ok")
     })
     .await;
@@ -332,7 +335,7 @@ async fn panics_timeouts_failures_overlap_and_missed_runs_are_recorded_and_the_d
 
     // After all that the daemon is alive and the healthy job keeps running.
     let before = runs(&store, "alive").await.len();
-    wait_for("alive keeps running", LIMIT, &daemon, || async { (runs(&store, "alive").await.len() >= before + 3).then_some(()) }).await;
+    wait_for("alive keeps running", LIMIT, &mut daemon, || async { (runs(&store, "alive").await.len() >= before + 3).then_some(()) }).await;
     assert!(daemon.alive());
     assert!(runs(&store, "disabled").await.is_empty());
     assert_eq!(runs(&store, "yearly-skip").await.len(), 1, "missed = skip ran anyway");
@@ -374,7 +377,7 @@ async fn kill_9_mid_crawl_then_restart_loses_no_article_and_redoes_nothing() {
     write_schedule(dir, "crawl.toml", &job("crawl", "* * * * * *", "crawl", "overlap = \"skip\""));
     let store = open_store(dir).await;
     let mut daemon = Daemon::start(dir);
-    let stored_at_kill = wait_for("the first stored batch", LIMIT, &daemon, || async {
+    let stored_at_kill = wait_for("the first stored batch", LIMIT, &mut daemon, || async {
         let n = store.count_articles().await.unwrap();
         (n > 0).then_some(n)
     })
@@ -387,7 +390,7 @@ async fn kill_9_mid_crawl_then_restart_loses_no_article_and_redoes_nothing() {
 
     let mut daemon = Daemon::start(dir);
     // The cut-off run is marked interrupted; crawls resume until one finds the feed not modified.
-    let done = wait_for("a crawl that finds nothing to do", Duration::from_secs(60), &daemon, || async {
+    let done = wait_for("a crawl that finds nothing to do", Duration::from_secs(60), &mut daemon, || async {
         runs(&store, "crawl").await.into_iter().find(|r| {
             r.outcome == "ok" && r.counters.as_ref().is_some_and(|c| c["totals"]["not_modified"] == 1 && c["totals"]["new"] == 0)
         })
