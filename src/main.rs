@@ -183,8 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => {
             let config = load_config(&cli)?;
             let _guard = logging::init(&config, LogMode::Daemon)?;
-            let app = App::open(config).await?;
-            newsd::daemon::run(app).await?;
+            newsd::daemon::run(config).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Schedules(SchedulesCommand::Check { dir, next, json }) => {

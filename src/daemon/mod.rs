@@ -109,10 +109,12 @@ impl Daemon {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Errors only at startup (lock held, invalid schedule, HTTP bind...).
-pub async fn run(app: App) -> anyhow::Result<()> {
-    let config = app.config.clone();
+/// The lock is taken before the database is opened, so a second daemon never touches (or migrates) it.
+pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir();
     let _lock = lock::acquire(&data_dir)?;
+    let app = App::open(config).await?;
+    let config = app.config.clone();
     tracing::info!(pid = std::process::id(), data_dir = %data_dir.display(), database = %crate::store::redact(app.store.url()), "newsd daemon starting");
     let interrupted = app.store.mark_runs_interrupted(None, "the daemon stopped (crash or kill) before the run finished").await?;
     if interrupted > 0 {

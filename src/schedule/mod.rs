@@ -91,6 +91,11 @@ pub struct JobSpec {
     pub line: usize,
 }
 
+/// Cron times are whole seconds (croner keeps the start time's fraction otherwise).
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
 fn ser_tz<S: serde::Serializer>(tz: &chrono_tz::Tz, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(tz.name())
 }
@@ -117,12 +122,12 @@ impl JobSpec {
 
     /// The next `n` fire times strictly after `after`, in the job's time zone.
     pub fn next_fires(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<chrono_tz::Tz>> {
-        self.schedule().iter_after(after.with_timezone(&self.timezone)).take(n).collect()
+        self.schedule().iter_after(whole_second(after).with_timezone(&self.timezone)).take(n).collect()
     }
 
     /// Whether a fire time lies in `(after, before]`.
     pub fn fired_between(&self, after: DateTime<Utc>, before: DateTime<Utc>) -> bool {
-        match self.schedule().find_next_occurrence(&after.with_timezone(&self.timezone), false) {
+        match self.schedule().find_next_occurrence(&whole_second(after).with_timezone(&self.timezone), false) {
             Ok(t) => t.with_timezone(&Utc) <= before,
             Err(_) => false,
         }
@@ -470,7 +475,7 @@ profile = "evening"
         assert_eq!(d.cron, "0 0 18 * * 1-5", "five fields get a seconds field");
         assert_eq!(d.timeout, DEFAULT_TIMEOUT);
         assert_eq!(d.line, 14);
-        let t0 = "2025-06-06T12:00:00Z".parse::<DateTime<Utc>>().unwrap(); // a Friday
+        let t0 = "2025-06-06T12:00:00.250Z".parse::<DateTime<Utc>>().unwrap(); // a Friday
         let next: Vec<String> = d.next_fires(t0, 2).iter().map(|t| t.to_rfc3339()).collect();
         assert_eq!(next, ["2025-06-06T18:00:00+00:00", "2025-06-09T18:00:00+00:00"]);
         // London is UTC+1 in June: 12:15 local is 11:15Z.
