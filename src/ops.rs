@@ -2,7 +2,7 @@
 //! for a while, low disk space). Every alert is logged at WARN and recorded in `ops_alerts`; delivery to the
 //! operations notification target is the notifier's part.
 //!
-//! The same alert (kind and message) is recorded and delivered at most once per [`REPEAT_AFTER`], so a
+//! The same alert (kind and message, or kind and key) is recorded and delivered at most once per [`REPEAT_AFTER`], so a
 //! condition that persists for hours (a full disk checked every minute) does not flood the target.
 
 use std::collections::HashMap;
@@ -31,8 +31,14 @@ fn first_in_window(kind: &str, message: &str) -> bool {
 
 /// Raises an operations alert. Never fails: problems recording or delivering it are logged.
 pub async fn alert(app: &App, kind: &str, message: &str) {
+    alert_keyed(app, kind, message, message).await
+}
+
+/// Like [`alert`], but repeats are recognised by `key` instead of the whole message (for messages that carry a
+/// changing figure, such as the free space left).
+pub async fn alert_keyed(app: &App, kind: &str, key: &str, message: &str) {
     tracing::warn!(alert = kind, "{message}");
-    if !first_in_window(kind, message) {
+    if !first_in_window(kind, key) {
         tracing::debug!(alert = kind, "identical alert raised recently; not repeated");
         return;
     }

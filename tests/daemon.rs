@@ -419,3 +419,33 @@ async fn kill_9_mid_crawl_then_restart_loses_no_article_and_redoes_nothing() {
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(LIMIT).await.code(), Some(0), "log:\n{}", daemon.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_disk_space_skips_writing_jobs_alerts_once_and_keeps_running() {
+    let articles = distinct_articles("cnn", 3);
+    let server = NewsServer::start(articles).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A threshold no disk meets: every writing task is below it.
+    write_config(dir, &[("cnn", server.url("/feeds/cnn"), false)], "min_free_disk_bytes = 9000000000000000000");
+    let schedule = [job("crawl", "* * * * * *", "crawl", ""), job("light", "* * * * * *", "_test_sleep", "duration = \"1ms\"")].join("\n");
+    write_schedule(dir, "jobs.toml", &schedule);
+    let store = open_store(dir).await;
+    let mut daemon = Daemon::start(dir);
+    wait_for("two skipped crawls and a light run", LIMIT, &mut daemon, || async {
+        let skipped = runs(&store, "crawl").await.iter().filter(|r| r.outcome == "skipped").count();
+        let light = runs(&store, "light").await.iter().filter(|r| r.outcome == "ok").count();
+        (skipped >= 2 && light >= 1).then_some(())
+    })
+    .await;
+    let crawl_runs = runs(&store, "crawl").await;
+    assert!(crawl_runs.iter().all(|r| r.outcome == "skipped" && r.error.as_deref() == Some("low disk space")), "{crawl_runs:?}");
+    assert_eq!(store.count_articles().await.unwrap(), 0, "a crawl wrote despite the disk guard");
+    assert_eq!(server.hits("/feeds/cnn"), 0);
+    let alerts = store.ops_alerts(50).await.unwrap();
+    let disk: Vec<_> = alerts.iter().filter(|a| a.kind == "disk_low").collect();
+    assert_eq!(disk.len(), 1, "one alert, not one per tick: {alerts:?}");
+    assert!(disk[0].message.contains("skipped job crawl"), "{disk:?}");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(LIMIT).await.code(), Some(0), "log:\n{}", daemon.log());
+}

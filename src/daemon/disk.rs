@@ -46,7 +46,7 @@ pub async fn guard(app: &App, what: &str, path: &Path) -> bool {
         free / (1024 * 1024),
         min / (1024 * 1024)
     );
-    crate::ops::alert(app, "disk_low", &msg).await;
+    crate::ops::alert_keyed(app, "disk_low", &format!("{} {what}", path.display()), &msg).await;
     false
 }
 
