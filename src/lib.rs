@@ -11,10 +11,14 @@ pub mod config;
 pub mod crawl;
 pub mod embed;
 pub mod index;
+pub mod daemon;
 pub mod logging;
 pub mod notify;
+pub mod ops;
+pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod tasks;
 pub mod testkit;
 
 pub use app::App;

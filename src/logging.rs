@@ -16,12 +16,20 @@ pub enum LogMode {
 
 /// Keep the returned guard alive for the life of the process (it flushes the file writer on drop).
 pub fn init(config: &Config, mode: LogMode) -> anyhow::Result<Option<WorkerGuard>> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
+    // tokio-cron-scheduler logs every job it adds at INFO; keep it to warnings unless the filter names it.
+    let level = if config.logging.level.contains("tokio_cron_scheduler") {
+        config.logging.level.clone()
+    } else {
+        format!("{},tokio_cron_scheduler=warn", config.logging.level)
+    };
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&level));
+    // Colours only on a terminal (not in journald or redirected output).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let json = config.logging.json;
     let console = match (mode, json) {
         (LogMode::Cli, false) => fmt::layer().with_writer(std::io::stderr).with_target(false).boxed(),
         (LogMode::Cli, true) => fmt::layer().json().with_writer(std::io::stderr).boxed(),
-        (LogMode::Daemon, false) => fmt::layer().with_writer(std::io::stdout).boxed(),
+        (LogMode::Daemon, false) => fmt::layer().with_writer(std::io::stdout).with_ansi(ansi).boxed(),
         (LogMode::Daemon, true) => fmt::layer().json().with_writer(std::io::stdout).boxed(),
     };
     let mut guard = None;

@@ -83,6 +83,25 @@ enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(newsd::bench::BenchCommand),
+    /// Run the daemon: jobs from the schedule files until SIGTERM/SIGINT (schedule edits and SIGHUP reload).
+    Run,
+    /// Schedule files.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SchedulesCommand {
+    /// Validate the schedule files and print each job's next fire times (exit 1 when invalid).
+    Check {
+        /// Schedules directory (default: daemon.schedules_dir from the config).
+        dir: Option<PathBuf>,
+        /// Fire times shown per job.
+        #[arg(long, default_value_t = 3)]
+        next: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,7 +116,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Don't wait on tasks still running after the daemon's shutdown grace period (they were cancelled).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -290,6 +312,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run => {
+            let config = load_config(&cli)?;
+            let _guard = logging::init(&config, LogMode::Daemon)?;
+            newsd::daemon::run(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schedules(SchedulesCommand::Check { dir, next, json }) => {
+            let config = if cli.config.exists() { Some(load_config(&cli)?) } else { None };
+            let _guard = logging::init(config.as_ref().unwrap_or(&Config::default()), LogMode::Cli)?;
+            let dir = dir.clone().unwrap_or_else(|| config.as_ref().map(|c| c.schedules_dir()).unwrap_or_else(|| PathBuf::from("schedules")));
+            schedules_check(&dir, config.as_ref(), *next, *json)
+        }
         Command::Status { json } => {
             let config = load_config(&cli)?;
             let _guard = logging::init(&config, LogMode::Cli)?;
@@ -301,6 +335,59 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 newsd::status::print_human(&status);
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn schedules_check(dir: &std::path::Path, config: Option<&Config>, next: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let now = chrono::Utc::now();
+    match newsd::schedule::load_dir(dir, config) {
+        Ok(set) => {
+            if json {
+                let jobs: Vec<serde_json::Value> = set
+                    .jobs
+                    .values()
+                    .map(|j| {
+                        let mut v = serde_json::to_value(j).unwrap_or_default();
+                        let fires: Vec<String> = if j.enabled { j.next_fires(now, next).iter().map(|t| t.to_rfc3339()).collect() } else { Vec::new() };
+                        v["next"] = serde_json::json!(fires);
+                        v
+                    })
+                    .collect();
+                print_json(&serde_json::json!({ "ok": true, "dir": dir, "files": set.files, "jobs": jobs }))?;
+            } else {
+                println!("{}: {} jobs in {} files, valid", dir.display(), set.jobs.len(), set.files.len());
+                for j in set.jobs.values() {
+                    let task = serde_json::to_value(&j.task).unwrap_or_default();
+                    let params: Vec<String> = task
+                        .as_object()
+                        .map(|o| o.iter().filter(|(k, _)| *k != "task").map(|(k, v)| format!("{k}={v}")).collect())
+                        .unwrap_or_default();
+                    println!(
+                        "{:<24} {:<8} {:<20} {:<16} {}{}",
+                        j.name,
+                        j.task.name(),
+                        j.cron,
+                        j.timezone.name(),
+                        if j.enabled { "" } else { "DISABLED " },
+                        params.join(" ")
+                    );
+                    if j.enabled {
+                        for t in j.next_fires(now, next) {
+                            println!("{:<24} next {}", "", t.to_rfc3339());
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            if json {
+                print_json(&serde_json::json!({ "ok": false, "dir": dir, "errors": errors.0 }))?;
+            } else {
+                eprintln!("{errors}");
+            }
+            Ok(ExitCode::FAILURE)
         }
     }
 }

@@ -14,6 +14,76 @@ pub struct Status {
     pub sources: Vec<SourceHealth>,
     /// Embeddings and the vector index (None when it cannot be read).
     pub index: Option<crate::index::IndexSummary>,
+    /// Scheduled jobs (and jobs with history that are no longer scheduled), by name.
+    pub jobs: Vec<JobStatus>,
+    /// Why the schedule directory could not be read, when it cannot.
+    pub schedule_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobStatus {
+    pub name: String,
+    pub task: String,
+    /// In the schedule files now.
+    pub scheduled: bool,
+    pub enabled: bool,
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    /// Unix ms of the next fire time (enabled scheduled jobs).
+    pub next_run_at: Option<i64>,
+    pub last_run_at: Option<i64>,
+    /// ok | failed | timeout | panicked | skipped | interrupted | running
+    pub last_outcome: Option<String>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<i64>,
+    pub runs: i64,
+}
+
+async fn jobs(app: &App) -> anyhow::Result<(Vec<JobStatus>, Option<String>)> {
+    let now = chrono::Utc::now();
+    let (set, error) = match crate::schedule::load_dir(&app.config.schedules_dir(), Some(&app.config)) {
+        Ok(set) => (set, None),
+        Err(e) => (Default::default(), Some(e.to_string())),
+    };
+    let mut history: std::collections::HashMap<String, crate::store::JobSummary> =
+        app.store.job_summaries().await?.into_iter().map(|s| (s.job.clone(), s)).collect();
+    let mut out = Vec::new();
+    for j in set.jobs.values() {
+        let h = history.remove(&j.name);
+        out.push(JobStatus {
+            name: j.name.clone(),
+            task: j.task.name().to_string(),
+            scheduled: true,
+            enabled: j.enabled,
+            cron: Some(j.cron.clone()),
+            timezone: Some(j.timezone.name().to_string()),
+            next_run_at: if j.enabled { j.next_fires(now, 1).first().map(|t| t.timestamp_millis()) } else { None },
+            last_run_at: h.as_ref().map(|h| h.last_run.started_at),
+            last_outcome: h.as_ref().map(|h| h.last_run.outcome.clone()),
+            last_error: h.as_ref().and_then(|h| h.last_run.error.clone()),
+            last_success_at: h.as_ref().and_then(|h| h.last_success_at),
+            runs: h.as_ref().map(|h| h.runs).unwrap_or(0),
+        });
+    }
+    let mut gone: Vec<_> = history.into_values().collect();
+    gone.sort_by(|a, b| a.job.cmp(&b.job));
+    for h in gone {
+        out.push(JobStatus {
+            name: h.job.clone(),
+            task: h.last_run.task.clone(),
+            scheduled: false,
+            enabled: false,
+            cron: None,
+            timezone: None,
+            next_run_at: None,
+            last_run_at: Some(h.last_run.started_at),
+            last_outcome: Some(h.last_run.outcome.clone()),
+            last_error: h.last_run.error.clone(),
+            last_success_at: h.last_success_at,
+            runs: h.runs,
+        });
+    }
+    Ok((out, error))
 }
 
 pub async fn collect(app: &App) -> anyhow::Result<Status> {
@@ -21,12 +91,15 @@ pub async fn collect(app: &App) -> anyhow::Result<Status> {
     // Make configured sources visible even before their first crawl.
     store.sync_sources(&app.config.sources).await?;
     let names: Vec<String> = app.config.sources.iter().map(|s| s.name.clone()).collect();
+    let (jobs, schedule_error) = jobs(app).await?;
     Ok(Status {
         database: crate::store::redact(store.url()),
         articles: store.count_articles().await?,
         pending_pages: store.scalar_i64("SELECT COUNT(*) FROM articles WHERE page_status = 'pending'").await?,
         sources: store.source_health(&names).await?,
         index: crate::index::summary(app).await.ok(),
+        jobs,
+        schedule_error,
     })
 }
 
@@ -51,6 +124,27 @@ pub fn print_human(s: &Status) {
         println!("  {:<24} {:>6} articles  {:<12} last ok {}", src.name, src.articles, health, last);
         if let (false, Some(e)) = (src.healthy, &src.last_error) {
             println!("  {:<24} error: {e}", "");
+        }
+    }
+    println!("jobs:");
+    if let Some(e) = &s.schedule_error {
+        println!("  schedule files invalid: {e}");
+    }
+    for j in &s.jobs {
+        let next = match (j.scheduled, j.enabled, j.next_run_at) {
+            (false, _, _) => "not scheduled".to_string(),
+            (true, false, _) => "disabled".to_string(),
+            (true, true, t) => format!("next {}", t.map(fmt_ms).unwrap_or_else(|| "never".into())),
+        };
+        let last = match (&j.last_outcome, j.last_run_at) {
+            (Some(o), Some(t)) => format!("last {} {o}", fmt_ms(t)),
+            _ => "never run".to_string(),
+        };
+        println!("  {:<24} {:<8} {:<32} {:<34} {} runs", j.name, j.task, next, last, j.runs);
+        if let (Some(e), Some(o)) = (&j.last_error, &j.last_outcome) {
+            if o != "ok" {
+                println!("  {:<24} error: {e}", "");
+            }
         }
     }
 }

@@ -11,6 +11,8 @@ mod sources;
 
 pub use articles::{ArticleRow, NewArticle, PageUpdate};
 pub use embeddings::{vector_from_bytes, vector_to_bytes, ModelRow, PendingArticle};
+mod daemon;
+pub use daemon::{JobRun, JobSummary, OpsAlert, ReloadEvent};
 pub use sources::{FetchOutcome, SourceHealth, SourceState};
 
 use std::path::Path;

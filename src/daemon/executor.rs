@@ -1,0 +1,335 @@
+//! Runs fired jobs with their policies and records every run.
+//!
+//! A fire goes through one path whatever the trigger (cron tick, missed run at start, queued run):
+//! overlap policy (skip, or queue at most one) → jitter → disk-space guard for writing tasks → history row
+//! `running` → the task in its own tokio task, under the job's timeout → outcome (`ok`, `failed`, `timeout`,
+//! `panicked`) with counters or error → metrics, and an operations alert when a job starts failing. A panic or a
+//! timeout costs that run only: the task is isolated in a spawned task (panics arrive as `JoinError`s, timeouts
+//! abort it) and the next tick runs normally.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::sync::Notify;
+
+use super::metrics::{global as metrics, labels};
+use crate::app::App;
+use crate::schedule::{JobSpec, Overlap};
+use crate::tasks::run_task;
+
+/// Why a run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FiredBy {
+    Schedule,
+    /// At start, for a fire time missed while the daemon was down (`missed = "run_once"`).
+    Missed,
+    /// A tick that arrived while the previous run was running (`overlap = "queue"`).
+    Queued,
+}
+
+impl FiredBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FiredBy::Schedule => "schedule",
+            FiredBy::Missed => "missed",
+            FiredBy::Queued => "queued",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Timeout,
+    Panicked,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Panicked => "panicked",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+struct Fire {
+    spec: Arc<JobSpec>,
+    fired_by: FiredBy,
+    scheduled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+struct JobState {
+    running: bool,
+    queued: Option<Fire>,
+    /// The last finished run failed (alerts are raised on the change from ok to failing).
+    failing: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    jobs: HashMap<String, JobState>,
+    /// Job runs in flight (job-run row ids), for marking them interrupted if shutdown's grace runs out.
+    active_rows: HashMap<i64, String>,
+    /// Cancellation of the tasks in flight, by job-run row id.
+    cancels: HashMap<i64, tokio::sync::oneshot::Sender<()>>,
+    /// Cancellation of tasks whose start could not be recorded.
+    cancels_unrecorded: Vec<tokio::sync::oneshot::Sender<()>>,
+    active: usize,
+}
+
+pub struct Executor {
+    app: App,
+    inner: Mutex<Inner>,
+    stopping: AtomicBool,
+    /// Signalled when a run loop ends and when shutdown begins.
+    changed: Notify,
+}
+
+impl Executor {
+    pub fn new(app: App) -> Arc<Executor> {
+        Arc::new(Executor { app, inner: Mutex::new(Inner::default()), stopping: AtomicBool::new(false), changed: Notify::new() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Jobs running (or waiting out their jitter) now.
+    pub fn active(&self) -> usize {
+        self.lock().active
+    }
+
+    /// Starts a run of `spec` (non-blocking), applying its overlap policy.
+    pub fn fire(self: &Arc<Self>, spec: Arc<JobSpec>, fired_by: FiredBy, scheduled_at: Option<DateTime<Utc>>) {
+        if self.is_stopping() {
+            tracing::debug!(job = %spec.name, "shutting down; tick ignored");
+            return;
+        }
+        let fire = Fire { spec, fired_by, scheduled_at };
+        let mut inner = self.lock();
+        let state = inner.jobs.entry(fire.spec.name.clone()).or_default();
+        if state.running {
+            let reason = match fire.spec.overlap {
+                Overlap::Queue if state.queued.is_none() => {
+                    tracing::info!(job = %fire.spec.name, "previous run still running; queued one run");
+                    state.queued = Some(Fire { fired_by: FiredBy::Queued, ..fire });
+                    return;
+                }
+                Overlap::Queue => "previous run still running and one run already queued",
+                Overlap::Skip => "previous run still running",
+            };
+            drop(inner);
+            tracing::info!(job = %fire.spec.name, "{reason}; tick skipped");
+            let this = self.clone();
+            tokio::spawn(async move { this.record_skipped(&fire, reason).await });
+            return;
+        }
+        state.running = true;
+        inner.active += 1;
+        metrics().jobs_running.set(inner.active as i64);
+        drop(inner);
+        let this = self.clone();
+        tokio::spawn(async move { this.run_loop(fire).await });
+    }
+
+    async fn run_loop(self: Arc<Self>, first: Fire) {
+        let name = first.spec.name.clone();
+        let mut next = Some(first);
+        while let Some(fire) = next.take() {
+            if !fire.spec.jitter.is_zero() {
+                let wait = Duration::from_millis(rand::rng().random_range(0..=fire.spec.jitter.as_millis() as u64));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.wait_stopping() => {}
+                }
+            }
+            if self.is_stopping() {
+                break;
+            }
+            self.run_one(&fire).await;
+            let mut inner = self.lock();
+            if !self.is_stopping() {
+                next = inner.jobs.get_mut(&name).and_then(|s| s.queued.take());
+            }
+        }
+        let mut inner = self.lock();
+        if let Some(s) = inner.jobs.get_mut(&name) {
+            s.running = false;
+            s.queued = None;
+        }
+        inner.active -= 1;
+        metrics().jobs_running.set(inner.active as i64);
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    async fn wait_stopping(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.is_stopping() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    async fn record_skipped(&self, fire: &Fire, reason: &str) {
+        let spec = &fire.spec;
+        let at = fire.scheduled_at.map(|t| t.timestamp_millis());
+        if let Err(e) = self.app.store.record_skipped_run(&spec.name, spec.task.name(), fire.fired_by.as_str(), at, reason).await {
+            tracing::warn!(job = %spec.name, error = %e, "recording a skipped run");
+        }
+        metrics().job_runs.get_or_create(&labels(&[("job", &spec.name), ("task", spec.task.name()), ("outcome", "skipped")])).inc();
+    }
+
+    /// One run, start to history row. Never panics, never returns an error: everything is recorded.
+    async fn run_one(&self, fire: &Fire) {
+        let spec = &fire.spec;
+        let task_name = spec.task.name();
+        if spec.task.writes_large_files() && !super::disk::guard(&self.app, &format!("job {}", spec.name), &self.app.config.data_dir()).await {
+            self.record_skipped(fire, "low disk space").await;
+            return;
+        }
+        let scheduled_at = fire.scheduled_at.map(|t| t.timestamp_millis());
+        let row = match self.app.store.start_job_run(&spec.name, task_name, fire.fired_by.as_str(), scheduled_at).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::error!(job = %spec.name, error = %e, "recording the start of a run; running it anyway");
+                None
+            }
+        };
+        if let Some(id) = row {
+            self.lock().active_rows.insert(id, spec.name.clone());
+        }
+        tracing::info!(job = %spec.name, task = task_name, fired_by = fire.fired_by.as_str(), "job started");
+        let started = Instant::now();
+        let app = self.app.clone();
+        let task = spec.task.clone();
+        let span = tracing::info_span!("job", job = %spec.name, task = task_name);
+        // The task runs on a thread of its own, driven by `Handle::block_on`: it needs no `Send` bound (the tasks'
+        // futures borrow across awaits in ways the compiler cannot always prove Send), a panic stays in that thread
+        // and comes back as a JoinError, and a CPU-heavy task cannot stall the runtime's workers. Cancellation
+        // (timeout, shutdown) goes through `cancel`.
+        let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
+        if let Some(id) = row {
+            self.lock().cancels.insert(id, cancel_tx);
+        } else {
+            let mut inner = self.lock();
+            inner.cancels_unrecorded.retain(|c| !c.is_closed());
+            inner.cancels_unrecorded.push(cancel_tx);
+        }
+        let rt = tokio::runtime::Handle::current();
+        let handle = tokio::task::spawn_blocking(move || {
+            let fut = async move {
+                tokio::select! {
+                    r = run_task(&app, &task) => Some(r),
+                    _ = cancel_rx => None,
+                }
+            };
+            rt.block_on(tracing::Instrument::instrument(fut, span))
+        });
+        let result = tokio::time::timeout(spec.timeout, handle).await;
+        let cancel = match row {
+            Some(id) => self.lock().cancels.remove(&id),
+            None => None,
+        };
+        let (outcome, counters, error) = match result {
+            Err(_) => {
+                if let Some(c) = cancel {
+                    let _ = c.send(());
+                }
+                (Outcome::Timeout, None, Some(format!("timed out after {}", humantime::format_duration(spec.timeout))))
+            }
+            Ok(Ok(None)) => (Outcome::Failed, None, Some("cancelled: the daemon is stopping".into())),
+            Ok(Err(join)) if join.is_panic() => {
+                let payload = join.into_panic();
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic payload".into());
+                (Outcome::Panicked, None, Some(format!("panicked: {msg}")))
+            }
+            Ok(Err(join)) => (Outcome::Failed, None, Some(format!("task cancelled: {join}"))),
+            Ok(Ok(Some(Err(e)))) => (Outcome::Failed, None, Some(format!("{e:#}"))),
+            Ok(Ok(Some(Ok(v)))) => (Outcome::Ok, Some(v), None),
+        };
+        let secs = started.elapsed().as_secs_f64();
+        match outcome {
+            Outcome::Ok => tracing::info!(job = %spec.name, seconds = secs, counters = %counters.as_ref().map(|c| c.to_string()).unwrap_or_default(), "job finished"),
+            _ => tracing::error!(job = %spec.name, outcome = outcome.as_str(), seconds = secs, error = error.as_deref().unwrap_or(""), "job did not finish normally"),
+        }
+        if let Some(id) = row {
+            if let Err(e) = self.app.store.finish_job_run(id, outcome.as_str(), counters.as_ref(), error.as_deref()).await {
+                tracing::error!(job = %spec.name, error = %e, "recording the end of a run");
+            }
+            self.lock().active_rows.remove(&id);
+        }
+        let m = metrics();
+        m.job_runs.get_or_create(&labels(&[("job", &spec.name), ("task", task_name), ("outcome", outcome.as_str())])).inc();
+        m.job_duration_seconds.get_or_create(&labels(&[("job", &spec.name), ("task", task_name)])).observe(secs);
+        let failed = outcome != Outcome::Ok;
+        let was_failing = {
+            let mut inner = self.lock();
+            let s = inner.jobs.entry(spec.name.clone()).or_default();
+            std::mem::replace(&mut s.failing, failed)
+        };
+        if failed && !was_failing {
+            let msg = format!("job {} ({task_name}) {}: {}", spec.name, outcome.as_str(), error.as_deref().unwrap_or(""));
+            crate::ops::alert(&self.app, "job_failed", &msg).await;
+        } else if !failed && was_failing {
+            tracing::info!(job = %spec.name, "job recovered");
+        }
+    }
+
+    /// Stops starting runs (queued runs and runs waiting out their jitter are dropped).
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Cancels every task in flight (after the shutdown grace period): each stops at its next await point.
+    pub fn cancel_all(&self) {
+        let mut inner = self.lock();
+        for (_, c) in inner.cancels.drain() {
+            let _ = c.send(());
+        }
+        for c in inner.cancels_unrecorded.drain(..) {
+            let _ = c.send(());
+        }
+    }
+
+    /// Waits up to `grace` for running jobs to end. Returns the ids of job-run rows still running after it.
+    pub async fn wait_idle(&self, grace: Duration) -> Vec<i64> {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.changed.notified();
+            let (active, rows) = {
+                let inner = self.lock();
+                (inner.active, inner.active_rows.keys().copied().collect::<Vec<_>>())
+            };
+            if active == 0 {
+                return Vec::new();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(running = active, "shutdown grace period over; jobs still running are interrupted");
+                return rows;
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Prometheus metrics (`/metrics`). One process-wide [`Metrics`] ([`global`]); any part of newsd can count into
+//! the fixed metrics below or register its own counters and gauges by name:
+//!
+//! ```ignore
+//! newsd::daemon::metrics::global().counter("newsd_articles_embedded", "Articles embedded").inc_by(n);
+//! newsd::daemon::metrics::global().gauge("newsd_index_vectors", "Vectors in the index").set(len as i64);
+//! ```
+//! (prometheus-client appends `_total` to counter names.)
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub type Labels = Vec<(String, String)>;
+
+fn duration_histogram() -> Histogram {
+    // 10 ms .. ~45 min
+    Histogram::new(exponential_buckets(0.01, 3.0, 15))
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    named: Mutex<HashMap<String, Named>>,
+    /// Job runs by job, task and outcome.
+    pub job_runs: Family<Labels, Counter>,
+    /// Job run durations in seconds by job and task (runs that started).
+    pub job_duration_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Jobs running now.
+    pub jobs_running: Gauge,
+    /// New articles stored by crawls.
+    pub articles_crawled: Counter,
+    /// Articles in the database (refreshed at each scrape).
+    pub articles_stored: Gauge,
+    /// Article pages still to fetch (refreshed at each scrape).
+    pub pages_pending: Gauge,
+    /// Schedule reloads by outcome (applied, refused).
+    pub reloads: Family<Labels, Counter>,
+    /// Operations alerts raised, by kind.
+    pub alerts: Family<Labels, Counter>,
+}
+
+#[derive(Clone)]
+enum Named {
+    Counter(Counter),
+    Gauge(Gauge),
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut r = Registry::default();
+        let job_runs = Family::<Labels, Counter>::default();
+        r.register("newsd_job_runs", "Job runs by job, task and outcome", job_runs.clone());
+        let job_duration_seconds = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+        r.register("newsd_job_duration_seconds", "Job run duration in seconds", job_duration_seconds.clone());
+        let jobs_running = Gauge::default();
+        r.register("newsd_jobs_running", "Jobs running now", jobs_running.clone());
+        let articles_crawled = Counter::default();
+        r.register("newsd_articles_crawled", "New articles stored by crawls", articles_crawled.clone());
+        let articles_stored = Gauge::default();
+        r.register("newsd_articles_stored", "Articles in the database", articles_stored.clone());
+        let pages_pending = Gauge::default();
+        r.register("newsd_pages_pending", "Article pages still to fetch", pages_pending.clone());
+        let reloads = Family::<Labels, Counter>::default();
+        r.register("newsd_schedule_reloads", "Schedule reloads by outcome", reloads.clone());
+        let alerts = Family::<Labels, Counter>::default();
+        r.register("newsd_ops_alerts", "Operations alerts raised, by kind", alerts.clone());
+        Metrics {
+            registry: Mutex::new(r),
+            named: Mutex::new(HashMap::new()),
+            job_runs,
+            job_duration_seconds,
+            jobs_running,
+            articles_crawled,
+            articles_stored,
+            pages_pending,
+            reloads,
+            alerts,
+        }
+    }
+
+    /// A counter registered under `name` (created on first use; the same counter afterwards).
+    pub fn counter(&self, name: &str, help: &str) -> Counter {
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Named::Counter(c)) = named.get(name) {
+            return c.clone();
+        }
+        let c = Counter::default();
+        if !named.contains_key(name) {
+            self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, c.clone());
+            named.insert(name.to_string(), Named::Counter(c.clone()));
+        }
+        c
+    }
+
+    /// A gauge registered under `name` (created on first use; the same gauge afterwards).
+    pub fn gauge(&self, name: &str, help: &str) -> Gauge {
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Named::Gauge(g)) = named.get(name) {
+            return g.clone();
+        }
+        let g = Gauge::default();
+        if !named.contains_key(name) {
+            self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, g.clone());
+            named.insert(name.to_string(), Named::Gauge(g.clone()));
+        }
+        g
+    }
+
+    /// Registers any prometheus-client metric (families with labels, histograms...).
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, metric);
+    }
+
+    /// OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = encode(&mut out, &r) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_fixed_and_named_metrics() {
+        let m = Metrics::new();
+        m.job_runs.get_or_create(&labels(&[("job", "a"), ("task", "crawl"), ("outcome", "ok")])).inc();
+        m.job_duration_seconds.get_or_create(&labels(&[("job", "a"), ("task", "crawl")])).observe(0.5);
+        m.counter("newsd_test_things", "Things").inc_by(3);
+        m.counter("newsd_test_things", "Things").inc();
+        let text = m.encode();
+        assert!(text.contains("newsd_job_runs_total{job=\"a\",task=\"crawl\",outcome=\"ok\"} 1"), "{text}");
+        assert!(text.contains("newsd_job_duration_seconds_count{job=\"a\",task=\"crawl\"} 1"), "{text}");
+        assert!(text.contains("newsd_test_things_total 4"), "{text}");
+    }
+}

@@ -1,0 +1,209 @@
+//! `newsd run`: the long-running daemon.
+//!
+//! Start: take the data directory's lock (one daemon per data directory), mark runs a previous process left
+//! `running` as `interrupted`, load the schedule directory (refusing to start on an invalid one), start the
+//! optional HTTP endpoint, put the jobs on the scheduler, run jobs whose fire time was missed while the daemon was
+//! down (`missed = "run_once"`), then wait for events:
+//! - schedule file changes (debounced) and SIGHUP both call [`Daemon::reload`]: re-read, validate, apply the
+//!   difference, or refuse the whole edit (the running schedule stays) — logged, recorded, alerted;
+//! - SIGTERM/SIGINT: stop starting jobs, give running ones `daemon.shutdown_grace`, persist, exit 0.
+//!
+//! Resuming after a crash needs nothing special: every stage keeps its durable state in the database (crawl
+//! validators are stored after the items, pending pages/embeddings/notifications are rows), so the next tick of
+//! each job picks up what is pending and skips what is done.
+
+pub mod disk;
+pub mod executor;
+pub mod http;
+pub mod lock;
+pub mod metrics;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Mutex;
+
+use crate::app::App;
+use crate::schedule::runner::{CronRunner, FireFn};
+use crate::schedule::{self, Missed};
+use executor::{Executor, FiredBy};
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    Applied { diff: schedule::ScheduleDiff },
+    Refused { error: String },
+}
+
+pub struct Daemon {
+    pub app: App,
+    pub executor: Arc<Executor>,
+    runner: Mutex<CronRunner>,
+}
+
+impl Daemon {
+    /// Re-reads the schedule directory and applies it, or refuses it whole. The one reload path: file watcher,
+    /// SIGHUP and startup all come here. `fired_by` is recorded with the outcome.
+    pub async fn reload(&self, fired_by: &str) -> ReloadOutcome {
+        let mut runner = self.runner.lock().await;
+        let dir = self.app.config.schedules_dir();
+        let m = metrics::global();
+        match schedule::load_dir(&dir, Some(&self.app.config)) {
+            Err(errors) => {
+                let error = errors.to_string();
+                tracing::error!(trigger = fired_by, "schedule edit refused; the previous schedule keeps running:\n{error}");
+                if let Err(e) = self.app.store.record_reload(fired_by, "refused", &error).await {
+                    tracing::warn!(error = %e, "recording a reload event");
+                }
+                m.reloads.get_or_create(&metrics::labels(&[("outcome", "refused")])).inc();
+                crate::ops::alert(&self.app, "schedule_refused", &format!("schedule edit refused (previous schedule kept): {error}")).await;
+                ReloadOutcome::Refused { error }
+            }
+            Ok(set) => {
+                let jobs = set.jobs.len();
+                let enabled = set.jobs.values().filter(|j| j.enabled).count();
+                let (diff, errors) = runner.apply(set).await;
+                let mut detail = diff.to_string();
+                if !errors.is_empty() {
+                    detail.push_str(&format!(" (scheduler errors: {})", errors.join("; ")));
+                    tracing::error!(errors = %errors.join("; "), "applying the schedule");
+                }
+                tracing::info!(trigger = fired_by, jobs, enabled, "schedule applied: {detail}");
+                if let Err(e) = self.app.store.record_reload(fired_by, "applied", &detail).await {
+                    tracing::warn!(error = %e, "recording a reload event");
+                }
+                m.reloads.get_or_create(&metrics::labels(&[("outcome", "applied")])).inc();
+                ReloadOutcome::Applied { diff }
+            }
+        }
+    }
+
+    /// Fires, once each, the `missed = "run_once"` jobs that had a fire time between their last recorded run and
+    /// now. Jobs with no history have missed nothing.
+    async fn run_missed(&self) {
+        let runner = self.runner.lock().await;
+        let now = Utc::now();
+        for job in runner.current().jobs.values().filter(|j| j.enabled && j.missed == Missed::RunOnce) {
+            let last = match self.app.store.last_job_start(&job.name).await {
+                Ok(Some(ms)) => ms,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(job = %job.name, error = %e, "reading job history for missed runs");
+                    continue;
+                }
+            };
+            let Some(last) = chrono::DateTime::from_timestamp_millis(last) else { continue };
+            if job.fired_between(last, now) {
+                if let Some(spec) = runner.live_spec(&job.name) {
+                    tracing::info!(job = %job.name, last_run = %last.to_rfc3339(), "a fire time passed while the daemon was down; running once now");
+                    self.executor.fire(spec, FiredBy::Missed, None);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Errors only at startup (lock held, invalid schedule, HTTP bind...).
+/// The lock is taken before the database is opened, so a second daemon never touches (or migrates) it.
+pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir();
+    let _lock = lock::acquire(&data_dir)?;
+    let app = App::open(config).await?;
+    let config = app.config.clone();
+    tracing::info!(pid = std::process::id(), data_dir = %data_dir.display(), database = %crate::store::redact(app.store.url()), "newsd daemon starting");
+    let interrupted = app.store.mark_runs_interrupted(None, "the daemon stopped (crash or kill) before the run finished").await?;
+    if interrupted > 0 {
+        tracing::warn!(runs = interrupted, "runs cut off by the previous daemon's end marked interrupted");
+    }
+    let dir = config.schedules_dir();
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let http_task = match &config.daemon.http_listen {
+        Some(addr) => {
+            let state = http::HttpState { app: app.clone(), ready: ready.clone(), started_at: std::time::Instant::now() };
+            let (local, task) = http::serve(addr, state).await?;
+            tracing::info!(%local, "HTTP endpoint: /healthz, /metrics");
+            Some(task)
+        }
+        None => None,
+    };
+
+    let executor = Executor::new(app.clone());
+    let fire: FireFn = {
+        let executor = executor.clone();
+        Arc::new(move |spec, tick| executor.fire(spec, FiredBy::Schedule, Some(tick)))
+    };
+    let runner = CronRunner::new(fire).await?;
+    let daemon = Daemon { app: app.clone(), executor: executor.clone(), runner: Mutex::new(runner) };
+    if let ReloadOutcome::Refused { error } = daemon.reload("startup").await {
+        anyhow::bail!("invalid schedule in {}; not starting:\n{error}", dir.display());
+    }
+    daemon.runner.lock().await.start().await?;
+    daemon.run_missed().await;
+
+    // Watching is best effort: without it, SIGHUP still reloads.
+    let (_watcher, mut changes) = match schedule::watch::watch(&dir, config.daemon.reload_debounce) {
+        Ok((w, rx)) => (Some(w), rx),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot watch the schedules directory; reload with SIGHUP");
+            (None, tokio::sync::mpsc::channel(1).1)
+        }
+    };
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut offsets = tokio::time::interval(Duration::from_secs(60));
+    offsets.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!(schedules = %dir.display(), "newsd daemon running");
+
+    let why = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading schedules");
+                daemon.reload("SIGHUP").await;
+            }
+            Some(paths) = changes.recv() => {
+                let files: Vec<String> = paths.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+                tracing::info!(files = %files.join(", "), "schedule files changed; reloading");
+                daemon.reload("watch").await;
+            }
+            _ = offsets.tick() => {
+                let refreshed = daemon.runner.lock().await.refresh_offsets().await;
+                if !refreshed.is_empty() {
+                    tracing::info!(jobs = %refreshed.join(", "), "time zone offset changed; jobs rescheduled");
+                }
+            }
+        }
+    };
+
+    let grace = config.daemon.shutdown_grace;
+    tracing::info!(signal = why, running = executor.active(), grace = %humantime::format_duration(grace), "stopping: no new jobs; waiting for running ones");
+    ready.store(false, Ordering::SeqCst);
+    executor.begin_shutdown();
+    daemon.runner.lock().await.shutdown().await;
+    let left = executor.wait_idle(grace).await;
+    if !left.is_empty() {
+        executor.cancel_all();
+        if let Err(e) = app.store.mark_runs_interrupted(Some(&left), "the daemon stopped before the run finished (shutdown grace period over)").await {
+            tracing::warn!(error = %e, "recording interrupted runs");
+        }
+    }
+    // Persist the index (and stop the compute worker) before the database closes.
+    if let Err(e) = app.shutdown().await {
+        tracing::error!(error = %e, "saving the index at shutdown");
+    }
+    if let Some(t) = http_task {
+        t.abort();
+    }
+    app.store.close().await;
+    tracing::info!("newsd daemon stopped");
+    Ok(())
+}

@@ -1,0 +1,551 @@
+//! Schedule files: `schedules/*.toml`, each holding `[[job]]` tables (format documented at the top of
+//! `schedules/default.toml`).
+//!
+//! The whole directory is one schedule: [`load_dir`] reads every file, validates every job (TOML syntax, unknown
+//! fields, cron expression, time zone, task and its parameters, durations, duplicate names across files) and
+//! either returns the complete [`ScheduleSet`] or every error found, each naming file, line and problem. The
+//! daemon applies only a valid set, as the [`diff`] against the running one; an invalid edit is refused whole.
+
+pub mod runner;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::config::{line_col, Config};
+use crate::tasks::{TaskSpec, TASK_NAMES};
+
+/// One problem in one schedule file.
+#[derive(Debug, Clone, thiserror::Error, Serialize)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ScheduleError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Every problem found in a schedule directory (a set is refused when there is at least one).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleErrors(pub Vec<ScheduleError>);
+
+impl fmt::Display for ScheduleErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ScheduleErrors {}
+
+/// What to do when the previous run is still running at the next fire time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Skip the tick (recorded as a `skipped` run).
+    #[default]
+    Skip,
+    /// Run once more after the current run ends (at most one queued; further ticks are skipped).
+    Queue,
+}
+
+/// What to do at start about fire times that passed while the daemon was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missed {
+    #[default]
+    Skip,
+    /// Run once at start when at least one fire time passed since the job's last recorded run.
+    RunOnce,
+}
+
+/// A validated job. Equality (used by [`diff`]) ignores where it was defined.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSpec {
+    pub name: String,
+    /// Six-field cron expression (seconds first) as tokio-cron-scheduler reads it.
+    pub cron: String,
+    #[serde(serialize_with = "ser_tz")]
+    pub timezone: chrono_tz::Tz,
+    pub task: TaskSpec,
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub overlap: Overlap,
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    pub missed: Missed,
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// Cron times are whole seconds (croner keeps the start time's fraction otherwise).
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+fn ser_tz<S: serde::Serializer>(tz: &chrono_tz::Tz, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(tz.name())
+}
+
+impl PartialEq for JobSpec {
+    fn eq(&self, o: &Self) -> bool {
+        self.name == o.name
+            && self.cron == o.cron
+            && self.timezone == o.timezone
+            && self.task == o.task
+            && self.enabled == o.enabled
+            && self.timeout == o.timeout
+            && self.overlap == o.overlap
+            && self.jitter == o.jitter
+            && self.missed == o.missed
+    }
+}
+
+impl JobSpec {
+    /// The parsed cron expression (validated at load, so this cannot fail for a loaded job).
+    pub fn schedule(&self) -> Cron {
+        parse_cron(&self.cron).expect("validated at load").1
+    }
+
+    /// The next `n` fire times strictly after `after`, in the job's time zone.
+    pub fn next_fires(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<chrono_tz::Tz>> {
+        self.schedule().iter_after(whole_second(after).with_timezone(&self.timezone)).take(n).collect()
+    }
+
+    /// Whether a fire time lies in `(after, before]`.
+    pub fn fired_between(&self, after: DateTime<Utc>, before: DateTime<Utc>) -> bool {
+        match self.schedule().find_next_occurrence(&whole_second(after).with_timezone(&self.timezone), false) {
+            Ok(t) => t.with_timezone(&Utc) <= before,
+            Err(_) => false,
+        }
+    }
+
+    /// `file:line` where the job is defined.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// A whole schedule directory, by job name.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScheduleSet {
+    pub jobs: BTreeMap<String, JobSpec>,
+    pub files: Vec<PathBuf>,
+}
+
+/// What changed between two sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScheduleDiff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl ScheduleDiff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl fmt::Display for ScheduleDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no changes");
+        }
+        let mut parts = Vec::new();
+        for (label, names) in [("added", &self.added), ("changed", &self.changed), ("removed", &self.removed)] {
+            if !names.is_empty() {
+                parts.push(format!("{label}: {}", names.join(", ")));
+            }
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// Jobs in `new` not in `old`, in both but different, in `old` not in `new`.
+pub fn diff(old: &ScheduleSet, new: &ScheduleSet) -> ScheduleDiff {
+    let mut d = ScheduleDiff::default();
+    for (name, job) in &new.jobs {
+        match old.jobs.get(name) {
+            None => d.added.push(name.clone()),
+            Some(o) if o != job => d.changed.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    d.removed = old.jobs.keys().filter(|n| !new.jobs.contains_key(*n)).cloned().collect();
+    d
+}
+
+/// Parses a cron expression the way the scheduler does: six fields (seconds first) or five (seconds = 0), or an
+/// `@nickname`; day-of-month and day-of-week must both match when both are restricted. Returns the six-field
+/// form and the parsed schedule.
+pub fn parse_cron(expr: &str) -> Result<(String, Cron), String> {
+    let expr = expr.trim();
+    let fields = expr.split_whitespace().count();
+    let normalized = if expr.starts_with('@') {
+        expr.to_string()
+    } else {
+        match fields {
+            5 => format!("0 {}", expr.split_whitespace().collect::<Vec<_>>().join(" ")),
+            6 => expr.split_whitespace().collect::<Vec<_>>().join(" "),
+            n => return Err(format!("cron expression {expr:?} has {n} fields; expected 6 (sec min hour dom mon dow) or 5 (min hour dom mon dow)")),
+        }
+    };
+    let cron = CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(&normalized)
+        .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))?;
+    if cron.find_next_occurrence(&Utc::now(), false).is_err() {
+        return Err(format!("cron expression {expr:?} never fires"));
+    }
+    Ok((normalized, cron))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    job: Vec<RawJob>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: Spanned<String>,
+    cron: Spanned<String>,
+    #[serde(default)]
+    timezone: Option<Spanned<String>>,
+    task: Spanned<String>,
+    #[serde(default)]
+    sources: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    profile: Option<Spanned<String>>,
+    /// `_test_sleep` only (hidden).
+    #[serde(default)]
+    duration: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    overlap: Overlap,
+    #[serde(default)]
+    jitter: Option<Spanned<String>>,
+    #[serde(default)]
+    missed: Missed,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Timeout of a job that sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn is_schedule_file(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
+    !name.starts_with('.') && name.ends_with(".toml") && p.is_file()
+}
+
+/// Reads and validates every `*.toml` file in `dir` (hidden files skipped). With `config`, crawl sources and
+/// analysis profiles are checked against it.
+pub fn load_dir(dir: &Path, config: Option<&Config>) -> Result<ScheduleSet, ScheduleErrors> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        ScheduleErrors(vec![ScheduleError {
+            path: dir.to_path_buf(),
+            line: None,
+            message: format!("cannot read schedules directory: {e}"),
+        }])
+    })?;
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_schedule_file(p)).collect();
+    files.sort();
+    let mut texts = Vec::new();
+    let mut errors = Vec::new();
+    for f in &files {
+        match std::fs::read_to_string(f) {
+            Ok(t) => texts.push((f.clone(), t)),
+            Err(e) => errors.push(ScheduleError { path: f.clone(), line: None, message: format!("cannot read: {e}") }),
+        }
+    }
+    let set = load_texts(texts.iter().map(|(p, t)| (p.as_path(), t.as_str())), config);
+    match set {
+        Ok(mut s) if errors.is_empty() => {
+            s.files = files;
+            Ok(s)
+        }
+        Ok(_) => Err(ScheduleErrors(errors)),
+        Err(ScheduleErrors(more)) => {
+            errors.extend(more);
+            Err(ScheduleErrors(errors))
+        }
+    }
+}
+
+/// Validates schedule texts (path, contents) as one set.
+pub fn load_texts<'a>(
+    files: impl IntoIterator<Item = (&'a Path, &'a str)>,
+    config: Option<&Config>,
+) -> Result<ScheduleSet, ScheduleErrors> {
+    let mut set = ScheduleSet::default();
+    let mut errors = Vec::new();
+    for (path, text) in files {
+        set.files.push(path.to_path_buf());
+        let raw: RawFile = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.span().map(|s| line_col(text, s.start).0);
+                errors.push(ScheduleError { path: path.to_path_buf(), line, message: e.message().trim().to_string() });
+                continue;
+            }
+        };
+        for job in raw.job {
+            match validate_job(job, path, text, config) {
+                Ok(spec) => {
+                    if let Some(prev) = set.jobs.get(&spec.name) {
+                        errors.push(ScheduleError {
+                            path: path.to_path_buf(),
+                            line: Some(spec.line),
+                            message: format!("duplicate job name {:?} (also defined at {})", spec.name, prev.location()),
+                        });
+                    } else {
+                        set.jobs.insert(spec.name.clone(), spec);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(ScheduleErrors(errors))
+    }
+}
+
+fn parse_duration(s: &Spanned<String>, what: &str, err: &dyn Fn(&Spanned<String>, String) -> ScheduleError) -> Result<Duration, ScheduleError> {
+    humantime::parse_duration(s.get_ref().trim())
+        .map_err(|e| err(s, format!("{what}: invalid duration {:?}: {e} (examples: \"30s\", \"10m\", \"1h 30m\")", s.get_ref())))
+}
+
+fn validate_job(job: RawJob, path: &Path, text: &str, config: Option<&Config>) -> Result<JobSpec, ScheduleError> {
+    let line_of = |start: usize| line_col(text, start).0;
+    let err = |s: &Spanned<String>, message: String| ScheduleError { path: path.to_path_buf(), line: Some(line_of(s.span().start)), message };
+    let at = |start: usize, message: String| ScheduleError { path: path.to_path_buf(), line: Some(line_of(start)), message };
+    let name = job.name.get_ref().trim().to_string();
+    let job_line = line_of(job.name.span().start);
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) || name.starts_with('.') {
+        return Err(err(&job.name, format!("job name {:?} must be non-empty and use only letters, digits, '-', '_' and '.'", job.name.get_ref())));
+    }
+    let ctx = |m: String| format!("job {name:?}: {m}");
+    let (cron, _) = parse_cron(job.cron.get_ref()).map_err(|m| err(&job.cron, ctx(m)))?;
+    let timezone = match &job.timezone {
+        None => chrono_tz::Tz::UTC,
+        Some(tz) => tz.get_ref().trim().parse::<chrono_tz::Tz>().map_err(|_| {
+            err(tz, ctx(format!("unknown time zone {:?} (use an IANA name such as \"UTC\" or \"Europe/London\")", tz.get_ref())))
+        })?,
+    };
+    let task_name = job.task.get_ref().trim();
+    let only = |field: &str, present: Option<usize>, allowed: &[&str]| -> Result<(), ScheduleError> {
+        match present {
+            Some(start) if !allowed.contains(&task_name) => Err(at(
+                start,
+                ctx(format!("`{field}` is not a parameter of task {task_name:?} (it belongs to: {})", allowed.join(", "))),
+            )),
+            _ => Ok(()),
+        }
+    };
+    only("sources", job.sources.as_ref().map(|s| s.span().start), &["crawl"])?;
+    only("profile", job.profile.as_ref().map(|s| s.span().start), &["analyze"])?;
+    only("duration", job.duration.as_ref().map(|s| s.span().start), &["_test_sleep"])?;
+    let task = match task_name {
+        "crawl" => {
+            let sources = job.sources.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default();
+            if let (Some(cfg), Some(sp)) = (config, &job.sources) {
+                for s in &sources {
+                    if cfg.source(s).is_none() {
+                        return Err(at(sp.span().start, ctx(format!("unknown source {s:?} (not in {})", cfg.path.display()))));
+                    }
+                }
+            }
+            TaskSpec::Crawl { sources }
+        }
+        "embed" => TaskSpec::Embed,
+        "reembed" => TaskSpec::Reembed,
+        "analyze" => {
+            let profile = job.profile.as_ref().map(|p| p.get_ref().trim().to_string());
+            if let (Some(cfg), Some(p), Some(sp)) = (config, &profile, &job.profile) {
+                // WIRE: if profiles move out of the config file, check them where they are loaded from.
+                if !cfg.analysis.profiles.iter().any(|x| &x.name == p) {
+                    return Err(err(sp, ctx(format!("unknown analysis profile {p:?} (not in {})", cfg.path.display()))));
+                }
+            }
+            TaskSpec::Analyze { profile }
+        }
+        "notify" => TaskSpec::Notify,
+        "prune" => TaskSpec::Prune,
+        "reindex" => TaskSpec::Reindex,
+        "_test_sleep" => {
+            let d = job.duration.as_ref().ok_or_else(|| err(&job.task, ctx("task _test_sleep needs `duration`".into())))?;
+            TaskSpec::TestSleep { millis: parse_duration(d, &ctx("duration".into()), &err)?.as_millis() as u64 }
+        }
+        "_test_panic" => TaskSpec::TestPanic,
+        other => {
+            return Err(err(&job.task, ctx(format!("unknown task {other:?} (expected one of: {})", TASK_NAMES.join(", ")))));
+        }
+    };
+    let timeout = match &job.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(t) => parse_duration(t, &ctx("timeout".into()), &err)?,
+    };
+    if timeout.is_zero() {
+        return Err(err(job.timeout.as_ref().unwrap_or(&job.name), ctx("timeout must be longer than 0s".into())));
+    }
+    let jitter = match &job.jitter {
+        None => Duration::ZERO,
+        Some(j) => parse_duration(j, &ctx("jitter".into()), &err)?,
+    };
+    Ok(JobSpec {
+        name,
+        cron,
+        timezone,
+        task,
+        enabled: job.enabled,
+        timeout,
+        overlap: job.overlap,
+        jitter,
+        missed: job.missed,
+        file: path.to_path_buf(),
+        line: job_line,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Result<ScheduleSet, String> {
+        load_texts([(Path::new("s/a.toml"), text)], None).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+[[job]]
+name = "crawl-news"
+cron = "0 */15 * * * *"
+timezone = "Europe/London"
+task = "crawl"
+sources = ["bbc"]
+timeout = "10m"
+overlap = "queue"
+jitter = "30s"
+missed = "run_once"
+
+[[job]]
+name = "digest"
+cron = "0 18 * * 1-5"
+task = "analyze"
+profile = "evening"
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let set = one(GOOD).unwrap();
+        let j = &set.jobs["crawl-news"];
+        assert_eq!(j.timezone, chrono_tz::Europe::London);
+        assert_eq!(j.task, TaskSpec::Crawl { sources: vec!["bbc".into()] });
+        assert_eq!(j.timeout, Duration::from_secs(600));
+        assert_eq!(j.overlap, Overlap::Queue);
+        assert_eq!(j.missed, Missed::RunOnce);
+        assert_eq!(j.line, 3);
+        let d = &set.jobs["digest"];
+        assert_eq!(d.cron, "0 0 18 * * 1-5", "five fields get a seconds field");
+        assert_eq!(d.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(d.line, 14);
+        let t0 = "2025-06-06T12:00:00.250Z".parse::<DateTime<Utc>>().unwrap(); // a Friday
+        let next: Vec<String> = d.next_fires(t0, 2).iter().map(|t| t.to_rfc3339()).collect();
+        assert_eq!(next, ["2025-06-06T18:00:00+00:00", "2025-06-09T18:00:00+00:00"]);
+        // London is UTC+1 in June: 12:15 local is 11:15Z.
+        let n = j.next_fires("2025-06-06T11:01:00Z".parse().unwrap(), 1)[0].with_timezone(&Utc);
+        assert_eq!(n.to_rfc3339(), "2025-06-06T11:15:00+00:00");
+        assert!(j.fired_between("2025-06-06T11:01:00Z".parse().unwrap(), "2025-06-06T11:20:00Z".parse().unwrap()));
+        assert!(!j.fired_between("2025-06-06T11:01:00Z".parse().unwrap(), "2025-06-06T11:14:00Z".parse().unwrap()));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let cases = [
+            ("[[job]]\nname = \"a\"\ncron = \"0 61 * * * *\"\ntask = \"crawl\"\n", "s/a.toml:3:", "invalid cron"),
+            ("[[job]]\nname = \"a\"\ncron = \"* * *\"\ntask = \"crawl\"\n", "s/a.toml:3:", "3 fields"),
+            ("[[job]]\nname = \"a\"\ncron = \"0 * * * * *\"\ntask = \"crawll\"\n", "s/a.toml:4:", "unknown task \"crawll\""),
+            ("[[job]]\nname = \"a\"\ncron = \"0 * * * * *\"\ntask = \"crawl\"\ncolour = 1\n", "s/a.toml:5:", "unknown field `colour`"),
+            ("[[job]]\nname = \"a\"\ncron = \"0 * * * * *\n", "s/a.toml:3:", ""),
+            ("[[job]]\nname = \"a\"\ncron = \"0 * * * * *\"\ntask = \"embed\"\ntimezone = \"Mars/Olympus\"\n", "s/a.toml:5:", "unknown time zone"),
+            ("[[job]]\nname = \"a\"\ncron = \"0 * * * * *\"\ntask = \"embed\"\nsources = [\"x\"]\n", "s/a.toml:5:", "not a parameter"),
+            ("[[job]]\nname = \"a\"\ncron = \"0 * * * * *\"\ntask = \"embed\"\n\ntimeout = \"5 parsecs\"\n", "s/a.toml:6:", "invalid duration"),
+            ("[[job]]\nname = \"a\"\ncron = \"0 * * * * *\"\ntask = \"embed\"\noverlap = \"sometimes\"\n", "s/a.toml:5:", "unknown variant"),
+            ("[[job]]\nname = \"a\"\ncron = \"0 0 0 30 2 *\"\ntask = \"embed\"\n", "s/a.toml:3:", "never fires"),
+        ];
+        for (text, prefix, needle) in cases {
+            let e = one(text).unwrap_err();
+            assert!(e.starts_with(prefix) && e.contains(needle), "{text:?}\n=> {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_names_across_files_are_refused() {
+        let a = "[[job]]\nname = \"x\"\ncron = \"0 * * * * *\"\ntask = \"embed\"\n";
+        let b = "\n\n[[job]]\nname = \"x\"\ncron = \"0 * * * * *\"\ntask = \"prune\"\n";
+        let e = load_texts([(Path::new("a.toml"), a), (Path::new("b.toml"), b)], None).unwrap_err().to_string();
+        assert!(e.starts_with("b.toml:4:") && e.contains("duplicate job name \"x\"") && e.contains("a.toml:2"), "{e}");
+    }
+
+    #[test]
+    fn unknown_source_is_refused_with_a_config() {
+        let cfg = Config::from_toml("[[sources]]\nname = \"bbc\"\nurl = \"http://x/feed\"\n", Path::new("newsd.toml")).unwrap();
+        let text = "[[job]]\nname = \"c\"\ncron = \"0 * * * * *\"\ntask = \"crawl\"\nsources = [\"bbc\", \"cnn\"]\n";
+        let e = load_texts([(Path::new("a.toml"), text)], Some(&cfg)).unwrap_err().to_string();
+        assert!(e.starts_with("a.toml:5:") && e.contains("unknown source \"cnn\""), "{e}");
+        let ok = "[[job]]\nname = \"c\"\ncron = \"0 * * * * *\"\ntask = \"crawl\"\nsources = [\"bbc\"]\n";
+        assert!(load_texts([(Path::new("a.toml"), ok)], Some(&cfg)).is_ok());
+    }
+
+    #[test]
+    fn diff_reports_added_changed_removed() {
+        let old = one(GOOD).unwrap();
+        let mut new_text = GOOD.replace("jitter = \"30s\"", "jitter = \"10s\"").replace("name = \"digest\"", "name = \"digest2\"");
+        new_text.push_str("\n[[job]]\nname = \"p\"\ncron = \"@daily\"\ntask = \"prune\"\n");
+        let new = one(&new_text).unwrap();
+        let d = diff(&old, &new);
+        assert_eq!(d.added, ["digest2", "p"]);
+        assert_eq!(d.changed, ["crawl-news"]);
+        assert_eq!(d.removed, ["digest"]);
+        assert_eq!(d.to_string(), "added: digest2, p; changed: crawl-news; removed: digest");
+        // Moving a job to another file (other line) is no change.
+        let moved = load_texts([(Path::new("other.toml"), &*format!("\n\n{GOOD}"))], None).unwrap();
+        assert!(diff(&old, &moved).is_empty());
+    }
+
+    #[test]
+    fn shipped_default_schedule_is_valid_with_the_shipped_config() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cfg = Config::load(&root.join("newsd.toml")).unwrap();
+        let set = load_dir(&root.join("schedules"), Some(&cfg)).unwrap();
+        assert!(set.jobs.values().any(|j| matches!(j.task, TaskSpec::Crawl { .. })));
+        assert!(set.jobs.values().any(|j| j.task == TaskSpec::Embed));
+        assert!(set.jobs.values().any(|j| matches!(j.task, TaskSpec::Analyze { .. })));
+    }
+}

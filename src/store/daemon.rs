@@ -1,0 +1,294 @@
+//! The daemon's history: job runs, schedule reload events and operations alerts.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{now_ms, Result, Store};
+
+/// One row of `job_runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRun {
+    pub id: i64,
+    pub job: String,
+    pub task: String,
+    pub fired_by: String,
+    pub scheduled_at: Option<i64>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// running | ok | failed | timeout | panicked | skipped | interrupted
+    pub outcome: String,
+    /// The JSON document the task returned (ok runs).
+    pub counters: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+/// A job's latest run and latest success (for `newsd status` and /healthz).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    pub job: String,
+    pub last_run: JobRun,
+    pub last_success_at: Option<i64>,
+    pub runs: i64,
+}
+
+/// One row of `reload_events`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadEvent {
+    pub id: i64,
+    pub at: i64,
+    pub fired_by: String,
+    /// applied | refused
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// One row of `ops_alerts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpsAlert {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub message: String,
+}
+
+const RUN_COLUMNS: &str = "id, job, task, fired_by, scheduled_at, started_at, finished_at, outcome, counters, error";
+
+fn run_from_row(row: &sqlx::any::AnyRow) -> Result<JobRun> {
+    let counters: Option<String> = row.try_get("counters")?;
+    Ok(JobRun {
+        id: row.try_get("id")?,
+        job: row.try_get("job")?,
+        task: row.try_get("task")?,
+        fired_by: row.try_get("fired_by")?,
+        scheduled_at: row.try_get("scheduled_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        outcome: row.try_get("outcome")?,
+        counters: counters.and_then(|c| serde_json::from_str(&c).ok()),
+        error: row.try_get("error")?,
+    })
+}
+
+impl Store {
+    /// Records the start of a run (outcome `running`); returns the row id for [`Store::finish_job_run`].
+    pub async fn start_job_run(&self, job: &str, task: &str, fired_by: &str, scheduled_at: Option<i64>) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO job_runs (job, task, fired_by, scheduled_at, started_at, outcome) \
+             VALUES ($1, $2, $3, $4, $5, 'running') RETURNING id",
+        )
+        .bind(job)
+        .bind(task)
+        .bind(fired_by)
+        .bind(scheduled_at)
+        .bind(now_ms())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Records how a run ended.
+    pub async fn finish_job_run(&self, id: i64, outcome: &str, counters: Option<&serde_json::Value>, error: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE job_runs SET finished_at = $1, outcome = $2, counters = $3, error = $4 WHERE id = $5")
+            .bind(now_ms())
+            .bind(outcome)
+            .bind(counters.map(|c| c.to_string()))
+            .bind(error)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Records a run that did not start (overlap, low disk space): one finished row.
+    pub async fn record_skipped_run(&self, job: &str, task: &str, fired_by: &str, scheduled_at: Option<i64>, reason: &str) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO job_runs (job, task, fired_by, scheduled_at, started_at, finished_at, outcome, error) \
+             VALUES ($1, $2, $3, $4, $5, $5, 'skipped', $6)",
+        )
+        .bind(job)
+        .bind(task)
+        .bind(fired_by)
+        .bind(scheduled_at)
+        .bind(now)
+        .bind(reason)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Marks runs still `running` as `interrupted` (at daemon start: they were cut off by a crash or kill -9;
+    /// with ids: after the shutdown grace period ran out). Returns how many rows changed.
+    pub async fn mark_runs_interrupted(&self, ids: Option<&[i64]>, reason: &str) -> Result<u64> {
+        let now = now_ms();
+        let done = match ids {
+            None => {
+                sqlx::query("UPDATE job_runs SET outcome = 'interrupted', finished_at = $1, error = $2 WHERE outcome = 'running'")
+                    .bind(now)
+                    .bind(reason)
+                    .execute(self.pool())
+                    .await?
+            }
+            Some([]) => return Ok(0),
+            Some(ids) => {
+                let sql = format!(
+                    "UPDATE job_runs SET outcome = 'interrupted', finished_at = $1, error = $2 WHERE outcome = 'running' AND id IN ({})",
+                    super::placeholders(3, ids.len())
+                );
+                let mut q = sqlx::query(&sql).bind(now).bind(reason);
+                for id in ids {
+                    q = q.bind(*id);
+                }
+                q.execute(self.pool()).await?
+            }
+        };
+        Ok(done.rows_affected())
+    }
+
+    /// Most recent runs first; only `job`'s when given.
+    pub async fn job_runs(&self, job: Option<&str>, limit: i64) -> Result<Vec<JobRun>> {
+        let rows = match job {
+            Some(j) => {
+                sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE job = $1 ORDER BY id DESC LIMIT $2"))
+                    .bind(j)
+                    .bind(limit)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM job_runs ORDER BY id DESC LIMIT $1"))
+                    .bind(limit)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Start time of the job's latest run of any outcome (the last fire time the daemon saw), for missed-run
+    /// detection.
+    pub async fn last_job_start(&self, job: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(COALESCE(scheduled_at, started_at)) FROM job_runs WHERE job = $1")
+            .bind(job)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// Every job's latest run, latest success and run count, by job name.
+    pub async fn job_summaries(&self) -> Result<Vec<JobSummary>> {
+        let cols = RUN_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect::<Vec<_>>().join(", ");
+        let latest = sqlx::query(&format!(
+            "SELECT {cols} FROM job_runs r JOIN (SELECT job, MAX(id) AS id FROM job_runs GROUP BY job) m ON r.id = m.id ORDER BY r.job"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        let stats = sqlx::query(
+            "SELECT job, MAX(CASE WHEN outcome = 'ok' THEN finished_at END) AS ok_at, COUNT(*) AS n FROM job_runs GROUP BY job",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut by_job = std::collections::HashMap::new();
+        for row in &stats {
+            let job: String = row.try_get("job")?;
+            let ok_at: Option<i64> = row.try_get("ok_at")?;
+            let n: i64 = row.try_get("n")?;
+            by_job.insert(job, (ok_at, n));
+        }
+        latest
+            .iter()
+            .map(|row| {
+                let last_run = run_from_row(row)?;
+                let (last_success_at, runs) = by_job.get(&last_run.job).cloned().unwrap_or((None, 0));
+                Ok(JobSummary { job: last_run.job.clone(), last_run, last_success_at, runs })
+            })
+            .collect()
+    }
+
+    pub async fn record_reload(&self, fired_by: &str, outcome: &str, detail: &str) -> Result<()> {
+        sqlx::query("INSERT INTO reload_events (at, fired_by, outcome, detail) VALUES ($1, $2, $3, $4)")
+            .bind(now_ms())
+            .bind(fired_by)
+            .bind(outcome)
+            .bind(detail)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Most recent first.
+    pub async fn reload_events(&self, limit: i64) -> Result<Vec<ReloadEvent>> {
+        let rows = sqlx::query("SELECT id, at, fired_by, outcome, detail FROM reload_events ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReloadEvent {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    fired_by: r.try_get("fired_by")?,
+                    outcome: r.try_get("outcome")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn record_alert(&self, kind: &str, message: &str) -> Result<()> {
+        sqlx::query("INSERT INTO ops_alerts (at, kind, message) VALUES ($1, $2, $3)")
+            .bind(now_ms())
+            .bind(kind)
+            .bind(message)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Most recent first.
+    pub async fn ops_alerts(&self, limit: i64) -> Result<Vec<OpsAlert>> {
+        let rows = sqlx::query("SELECT id, at, kind, message FROM ops_alerts ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok(OpsAlert { id: r.try_get("id")?, at: r.try_get("at")?, kind: r.try_get("kind")?, message: r.try_get("message")? }))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn run_history_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url, 2, Duration::from_secs(5)).await.unwrap();
+        let a = store.start_job_run("a", "crawl", "schedule", Some(1000)).await.unwrap();
+        store.finish_job_run(a, "ok", Some(&serde_json::json!({"new": 3})), None).await.unwrap();
+        let b = store.start_job_run("a", "crawl", "schedule", Some(2000)).await.unwrap();
+        store.record_skipped_run("b", "embed", "schedule", None, "previous run still running").await.unwrap();
+        assert_eq!(store.mark_runs_interrupted(None, "daemon was killed").await.unwrap(), 1);
+        let runs = store.job_runs(Some("a"), 10).await.unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].id, b);
+        assert_eq!(runs[0].outcome, "interrupted");
+        assert_eq!(runs[1].counters.as_ref().unwrap()["new"], 3);
+        assert_eq!(store.last_job_start("a").await.unwrap(), Some(2000));
+        assert_eq!(store.last_job_start("zzz").await.unwrap(), None);
+        let sums = store.job_summaries().await.unwrap();
+        assert_eq!(sums.len(), 2);
+        assert_eq!(sums[0].job, "a");
+        assert_eq!(sums[0].runs, 2);
+        assert!(sums[0].last_success_at.is_some());
+        assert_eq!(sums[1].last_run.outcome, "skipped");
+        assert_eq!(sums[1].last_success_at, None);
+        store.record_reload("watch", "refused", "x.toml:3: bad").await.unwrap();
+        assert_eq!(store.reload_events(5).await.unwrap()[0].outcome, "refused");
+        store.record_alert("k", "m").await.unwrap();
+        assert_eq!(store.ops_alerts(5).await.unwrap()[0].kind, "k");
+    }
+}

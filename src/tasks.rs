@@ -1,0 +1,138 @@
+//! The task registry: what a scheduled job can do. Each task is one plain async call on the shared [`App`];
+//! the daemon's executor wraps it with timeout, overlap policy, panic capture and run history, and the
+//! returned JSON document is stored as the run's counters.
+
+use serde::Serialize;
+
+use crate::app::App;
+use crate::crawl::{CrawlOptions, SourceStatus};
+
+/// Task names users can write in schedule files.
+pub const TASK_NAMES: &[&str] = &["crawl", "embed", "reembed", "analyze", "notify", "prune", "reindex"];
+
+/// A task with its parameters (from a schedule file's job).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum TaskSpec {
+    /// One crawl pass over `sources` (all enabled sources when empty).
+    Crawl {
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        sources: Vec<String>,
+    },
+    /// Embed articles not embedded yet and add them to the index.
+    Embed,
+    /// Re-embed articles embedded with another model version.
+    Reembed,
+    /// Market analysis with `profile` (every configured profile when unset).
+    Analyze {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
+    /// Deliver pending notifications.
+    Notify,
+    /// Drop articles past the retention period from the index (and the database when configured).
+    Prune,
+    /// Rebuild the index from the stored embeddings.
+    Reindex,
+    /// Test support: sleeps (to exercise timeouts and overlap). Not documented for users.
+    #[doc(hidden)]
+    #[serde(rename = "_test_sleep")]
+    TestSleep { millis: u64 },
+    /// Test support: panics (to exercise panic capture). Not documented for users.
+    #[doc(hidden)]
+    #[serde(rename = "_test_panic")]
+    TestPanic,
+}
+
+impl TaskSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskSpec::Crawl { .. } => "crawl",
+            TaskSpec::Embed => "embed",
+            TaskSpec::Reembed => "reembed",
+            TaskSpec::Analyze { .. } => "analyze",
+            TaskSpec::Notify => "notify",
+            TaskSpec::Prune => "prune",
+            TaskSpec::Reindex => "reindex",
+            TaskSpec::TestSleep { .. } => "_test_sleep",
+            TaskSpec::TestPanic => "_test_panic",
+        }
+    }
+
+    /// Tasks that grow the database or write index files: skipped when the data disk is low on space.
+    pub fn writes_large_files(&self) -> bool {
+        matches!(self, TaskSpec::Crawl { .. } | TaskSpec::Embed | TaskSpec::Reembed | TaskSpec::Reindex)
+    }
+}
+
+fn not_available(task: &str) -> anyhow::Result<serde_json::Value> {
+    anyhow::bail!("task {task} is not available in this build")
+}
+
+/// Runs one task to completion and returns its counters (a JSON document stored in the run history).
+pub async fn run_task(app: &App, task: &TaskSpec) -> anyhow::Result<serde_json::Value> {
+    match task {
+        TaskSpec::Crawl { sources } => {
+            let opts = CrawlOptions { sources: sources.clone(), force: false };
+            let report = app.crawler()?.crawl(&opts).await?;
+            let metrics = crate::daemon::metrics::global();
+            metrics.articles_crawled.inc_by(report.totals.new as u64);
+            let failed: Vec<serde_json::Value> = report
+                .sources
+                .iter()
+                .filter(|s| s.status == SourceStatus::Failed)
+                .map(|s| serde_json::json!({ "source": s.name, "error": s.error }))
+                .collect();
+            alert_failing_sources(app, &report).await;
+            let t = &report.totals;
+            if t.sources > 0 && t.failed == t.sources {
+                anyhow::bail!(
+                    "all {} sources failed (first: {})",
+                    t.sources,
+                    report.sources.iter().find_map(|s| s.error.as_deref()).unwrap_or("unknown error")
+                );
+            }
+            Ok(serde_json::json!({ "totals": report.totals, "failed_sources": failed, "duration_ms": report.duration_ms }))
+        }
+        TaskSpec::Embed => Ok(serde_json::to_value(crate::embed::run_embed(app).await?)?),
+        TaskSpec::Reembed => Ok(serde_json::to_value(crate::embed::run_reembed(app, false).await?)?),
+        // WIRE: Ok(serde_json::to_value(crate::analysis::run_analyze(app, profile.as_deref(), false).await?)?)
+        TaskSpec::Analyze { profile: _ } => not_available("analyze"),
+        // WIRE: Ok(serde_json::to_value(crate::notify::run_dispatch(app).await?)?)
+        TaskSpec::Notify => not_available("notify"),
+        TaskSpec::Prune => Ok(serde_json::to_value(crate::index::run_prune(app).await?)?),
+        TaskSpec::Reindex => Ok(serde_json::to_value(crate::index::run_reindex(app).await?)?),
+        TaskSpec::TestSleep { millis } => {
+            tokio::time::sleep(std::time::Duration::from_millis(*millis)).await;
+            Ok(serde_json::json!({ "slept_ms": millis }))
+        }
+        TaskSpec::TestPanic => panic!("_test_panic: deliberate panic for the tests"),
+    }
+}
+
+/// Reports a source once when its consecutive failures reach `daemon.source_failure_alert`.
+async fn alert_failing_sources(app: &App, report: &crate::crawl::CrawlReport) {
+    let threshold = app.config.daemon.source_failure_alert as i64;
+    if threshold == 0 {
+        return;
+    }
+    let failed: Vec<String> =
+        report.sources.iter().filter(|s| s.status == SourceStatus::Failed).map(|s| s.name.clone()).collect();
+    if failed.is_empty() {
+        return;
+    }
+    match app.store.source_health(&failed).await {
+        Ok(health) => {
+            for h in health.iter().filter(|h| h.consecutive_failures == threshold) {
+                let msg = format!(
+                    "source {} has failed {} crawls in a row: {}",
+                    h.name,
+                    h.consecutive_failures,
+                    h.last_error.as_deref().unwrap_or("unknown error")
+                );
+                crate::ops::alert(app, "source_failing", &msg).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading source health for alerts"),
+    }
+}
