@@ -18,6 +18,10 @@ pub enum BenchCommand {
     Search(search::SearchBenchArgs),
     /// Crawl + store + embed + index of the corpus from local servers, articles/hour.
     E2e(e2e::E2eBenchArgs),
+    /// Serve the corpus news site (one loopback host per outlet) until killed; used by `bench crawl` so the
+    /// server's memory is not counted as the crawler's.
+    #[command(hide = true)]
+    ServeCorpus(crawl::ServeArgs),
 }
 
 pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
@@ -26,6 +30,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Embed(args) => embed::run(args).await,
         BenchCommand::Search(args) => search::run(args).await,
         BenchCommand::E2e(args) => e2e::run(args).await,
+        BenchCommand::ServeCorpus(args) => crawl::serve(args).await,
     }
 }
 
