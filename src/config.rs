@@ -266,7 +266,9 @@ fn default_ort_lib() -> PathBuf {
     PathBuf::from("models/onnxruntime/libonnxruntime.so.1.32.0")
 }
 fn default_embed_batch() -> usize {
-    32
+    // ONNX Runtime's arena keeps the largest batch's activations: attention alone is batch x heads x tokens^2
+    // floats (32 x 12 x 256^2 x 4 B = 100 MB per tensor). 8 texts keep it ~25 MB at the same throughput.
+    8
 }
 fn default_threads() -> usize {
     1

@@ -14,7 +14,7 @@ use clap::Args;
 use super::{mib, rss_bytes, RssSampler};
 use crate::config::Config;
 use crate::embed::article_text;
-use crate::embed::model::{Model, ModelSpec};
+use crate::embed::model::ModelSpec;
 use crate::testkit::corpus;
 use crate::App;
 
@@ -26,11 +26,16 @@ pub struct EmbedBenchArgs {
     /// Compute threads (ONNX Runtime intra-op).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// sentence-transformers articles/s per thread on the same corpus (1 thread), from scripts/BASELINE.md.
+    /// Texts per inference batch (default: the config default).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// sentence-transformers articles/s per thread on the same corpus (1 thread), from scripts/BASELINE.md; used
+    /// when `--python-script` is not given.
     #[arg(long, default_value_t = 13.5)]
     pub python_baseline: f64,
+    /// Run this python-baseline.sh (../shared/bench/python-baseline.sh) on the same number of articles in this run.
+    #[arg(long)]
+    pub python_script: Option<std::path::PathBuf>,
     /// Model folder (default: the config's).
     #[arg(long)]
     pub model_dir: Option<std::path::PathBuf>,
@@ -88,7 +93,9 @@ pub async fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
     let mut config = Config::default();
     config.data_dir = dir.clone();
     config.embed.threads = args.threads;
-    config.embed.batch_size = args.batch_size;
+    if let Some(b) = args.batch_size {
+        config.embed.batch_size = b;
+    }
     if let Some(m) = &args.model_dir {
         config.embed.model_dir = m.clone();
     }
@@ -97,13 +104,19 @@ pub async fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
         (0..args.articles).map(|i| pool[i % pool.len()]).map(|a| article_text(&a.title, &a.text, spec.max_tokens)).collect();
 
     // Token counts (tokenizer only; the session is not run here).
-    let counter = Model::load(spec.clone(), &config.resolve(&config.embed.onnxruntime_library), 1)?;
-    let tokens: Vec<usize> = texts.iter().map(|t| counter.tokenize(t).map(|e| e.get_ids().len()).unwrap_or(0)).collect();
-    drop(counter);
+    let mut tokenizer = tokenizers::Tokenizer::from_file(spec.tokenizer_path()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tokenizer
+        .with_truncation(Some(tokenizers::TruncationParams { max_length: spec.max_tokens, ..Default::default() }))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tokenizer.with_padding(None);
+    let tokens: Vec<usize> = texts.iter().map(|t| tokenizer.encode(t.as_str(), true).map(|e| e.get_ids().len()).unwrap_or(0)).collect();
+    drop(tokenizer);
     let (d, ff, layers) = model_shape(&spec);
     let flops: f64 = tokens.iter().map(|&t| forward_flops(t, d, ff, layers)).sum();
     let mean_tokens = tokens.iter().sum::<usize>() as f64 / tokens.len().max(1) as f64;
 
+    let app_batch = config.embed.batch_size;
+    let gemm_before = gemm_gflops(1024, 1024, 1024);
     let app = App::open(config).await?;
     let h = app.compute().await?;
     h.embed(texts[..texts.len().min(8)].to_vec()).await?; // warm-up
@@ -129,21 +142,44 @@ pub async fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
     // Same-run GEMM rate on this thread (pinned to one OpenMP/BLAS thread by main()).
     let gemm_model = gemm_gflops(32 * mean_tokens as usize, ff, d);
     let gemm_square = gemm_gflops(1024, 1024, 1024);
-    let gemm = gemm_model.max(gemm_square);
+    let gemm = gemm_model.max(gemm_square).max(gemm_before);
+    let (python, python_src) = match &args.python_script {
+        Some(script) => {
+            let out = std::process::Command::new("bash")
+                .arg(script)
+                .args(["embed", &args.threads.to_string(), &texts.len().to_string(), "32"])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text.lines().rev().find(|l| l.contains("texts_per_s_best")).unwrap_or("");
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            match v.get("texts_per_s_best").and_then(|x| x.as_f64()) {
+                Some(r) => {
+                    println!("python baseline (same run): {line}");
+                    (r / args.threads as f64, "measured in this run")
+                }
+                None => {
+                    println!("python baseline failed: {}", String::from_utf8_lossy(&out.stderr));
+                    (args.python_baseline, "--python-baseline figure")
+                }
+            }
+        }
+        None => (args.python_baseline, "--python-baseline figure"),
+    };
     let rate = texts.len() as f64 / secs;
     let per_thread = rate / args.threads as f64;
     let ceiling = gemm * 1e9 * args.threads as f64 / (flops / texts.len() as f64);
     println!(
-        "model {} ({} dims, {} layers, max {} tokens); {} articles, mean {:.0} tokens, {:.2} GFLOP/article",
+        "model {} ({} dims, {} layers, max {} tokens, batch {}); {} articles, mean {:.0} tokens, {:.2} GFLOP/article",
         spec.version,
         d,
         layers,
         spec.max_tokens,
+        app_batch,
         texts.len(),
         mean_tokens,
         flops / texts.len() as f64 / 1e9
     );
-    println!("GEMM (sgemm, 1 thread): model-shaped {gemm_model:.1} GFLOP/s, 1024^3 {gemm_square:.1} GFLOP/s");
+    println!("GEMM (sgemm, 1 thread): 1024^3 before {gemm_before:.1} GFLOP/s; after: model-shaped {gemm_model:.1}, 1024^3 {gemm_square:.1} GFLOP/s");
     println!(
         "embedded {} articles in {:.2} s = {:.2} articles/s with {} thread(s) ({:.1} GFLOP/s achieved)",
         texts.len(),
@@ -160,13 +196,14 @@ pub async fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
         mib(peak)
     );
     println!(
-        "RESULT embed: {:.2} articles/s/thread = {:.0}% of the fp32 ceiling ({:.2}/s at {:.1} GFLOP/s) and {:.2}x sentence-transformers ({:.2}/s per thread)",
+        "RESULT embed: {:.2} articles/s/thread = {:.0}% of the fp32 ceiling ({:.2}/s at {:.1} GFLOP/s) and {:.2}x sentence-transformers ({:.2}/s per thread, {})",
         per_thread,
         100.0 * rate / ceiling,
         ceiling,
         gemm,
-        per_thread / args.python_baseline,
-        args.python_baseline
+        per_thread / python,
+        python,
+        python_src
     );
     Ok(())
 }
