@@ -5,9 +5,11 @@
 //! backend they run on. Each backend has its own migration folder (`migrations/sqlite`, `migrations/postgres`)
 //! with the same tables; migrations are embedded in the binary and applied at open.
 
+mod analysis;
 mod articles;
 mod sources;
 
+pub use analysis::{AnalysisRow, NewAnalysis, NewNotification, NotificationRow, OutboxCounts};
 pub use articles::{ArticleRow, NewArticle, PageUpdate};
 pub use sources::{FetchOutcome, SourceHealth, SourceState};
 
