@@ -296,7 +296,8 @@ pub fn lease_for(cfg: &NotifyConfig) -> Duration {
     cfg.timeout + cfg.timeout.min(Duration::from_secs(5))
 }
 
-/// One dispatcher pass: delivers every due pending notification (oldest first, in order per target).
+/// One dispatcher pass: delivers every due pending notification (oldest first, in order per target: a message
+/// waiting for a retry holds back the later messages to the same target).
 pub async fn run_dispatch(app: &App) -> anyhow::Result<DispatchReport> {
     let started = std::time::Instant::now();
     let cfg = &app.config.notify;
@@ -308,15 +309,21 @@ pub async fn run_dispatch(app: &App) -> anyhow::Result<DispatchReport> {
         .build()?;
     let lease = lease_for(cfg);
     let mut report = DispatchReport::default();
-    let due = app.store.due_notifications(now_ms(), cfg.batch_size as i64).await?;
+    // Every pending message, oldest first: a target's messages go out in order, so a message waiting for its retry
+    // holds back the later ones to the same target (parts (i/N) of an analysis never arrive out of order).
+    let pending = app.store.pending_notifications(cfg.batch_size as i64).await?;
     let mut blocked: HashSet<String> = HashSet::new();
     let mut dead_alerts: Vec<String> = Vec::new();
-    for row in due {
+    for row in pending {
+        let now = now_ms();
         if blocked.contains(&row.target) {
             report.deferred += 1;
             continue;
         }
-        let now = now_ms();
+        if row.next_attempt_at > now {
+            blocked.insert(row.target.clone());
+            continue;
+        }
         let Some(target) = cfg.target(&row.target) else {
             let err = format!("target {:?} is no longer configured", row.target);
             app.store.mark_dead(row.id, &err, None).await?;

@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn splits_at_paragraphs_within_limits() {
-        let paras: Vec<String> = (0..30).map(|i| format!("Paragraph {i} ") + &"word ".repeat(100)).collect();
+        let paras: Vec<String> = (0..30).map(|i| format!("Paragraph {i}") + &" word".repeat(100)).collect();
         let text = paras.join("\n\n");
         let msgs = discord_messages("Title", &text, None);
         assert!(msgs.len() > 1);
@@ -313,5 +313,43 @@ mod tests {
         assert_eq!(t, "a &lt; b &amp; c <http://x/?a=1&b=2|A&lt;B>");
         let t = render_text(&doc, Format::Discord, "{{ doc.summary }} {{ link('A [1]', 'http://x/a b') }}").unwrap();
         assert_eq!(t, "a < b & c [A (1)](http://x/a%20b)");
+    }
+
+    fn two_story_doc() -> AnalysisDoc {
+        serde_json::from_value(json!({
+            "profile": "markets", "mode": "builtin", "model": null, "as_of": 1486512000000i64,
+            "window_from": 1486425600000i64, "window_to": 1486512000000i64, "window_articles": 12,
+            "summary": "12 articles; 2 stories.", "nothing_significant": false,
+            "stories": [
+                {"rank": 1, "headline": "Kabul blast", "status": "recurring", "single_source": false,
+                 "sources": ["aljazeera", "cnn"], "already_reported": [], "first_published": 1486425600000i64,
+                 "last_published": 1486425600000i64, "analysis": "Twenty dead.", "market_impact": null, "score": 4.0,
+                 "articles": [{"id": 1, "title": "Blast", "source": "cnn", "url": "http://x/1", "published_at": 1486425600000i64},
+                              {"id": 2, "title": "Blast 2", "source": "aljazeera", "url": "http://x/2", "published_at": 1486425600000i64}],
+                 "history": [{"article": {"id": 9, "title": "Earlier blast", "source": "bbc", "url": "http://x/9", "published_at": 1481500000000i64}, "score": 0.7, "note": null}]},
+                {"rank": 2, "headline": "Local news", "status": "new", "single_source": true,
+                 "sources": ["bbc"], "already_reported": [], "first_published": null, "last_published": null,
+                 "analysis": "Something.", "market_impact": "None.", "score": 2.0,
+                 "articles": [{"id": 3, "title": "Local", "source": "bbc", "url": "http://x/3", "published_at": null}],
+                 "history": []}
+            ],
+            "changes": ["1 new story"], "continuing": ["Old story"], "outlook": null, "note": null,
+            "previous_analysis_id": 4
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn default_message_template_layout() {
+        let text = render_text(&two_story_doc(), Format::Markdown, DEFAULT_MESSAGE_TEMPLATE).unwrap();
+        println!("{text}");
+        let paras: Vec<&str> = text.split("\n\n").collect();
+        assert!(paras[0].starts_with("**Market analysis · markets**\n2017-02-07 00:00 UTC → 2017-02-08 00:00 UTC"), "{text}");
+        assert!(paras.iter().any(|p| p.starts_with("1. **Kabul blast** — recurring · 2 articles from aljazeera, cnn")), "{text}");
+        assert!(text.contains("• [Blast](http://x/1) (cnn, 2017-02-07)"), "{text}");
+        assert!(text.contains("Earlier: [Earlier blast](http://x/9) (2016-12-11)"), "{text}");
+        assert!(text.contains("single source, unconfirmed"), "{text}");
+        assert!(text.contains("Still developing, nothing new: Old story"), "{text}");
+        assert!(text.contains("• 1 new story"), "{text}");
     }
 }

@@ -249,6 +249,13 @@ impl Store {
         rows.iter().map(notification_from_row).collect()
     }
 
+    /// Pending notifications (due or not), oldest first: the dispatcher keeps each target's messages in order.
+    pub async fn pending_notifications(&self, limit: i64) -> Result<Vec<NotificationRow>> {
+        let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE status = 'pending' ORDER BY id LIMIT $1");
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(self.pool()).await?;
+        rows.iter().map(notification_from_row).collect()
+    }
+
     /// All notifications (tests, `notify --json`), optionally of one analysis.
     pub async fn notifications(&self, analysis_id: Option<i64>) -> Result<Vec<NotificationRow>> {
         let rows = match analysis_id {
