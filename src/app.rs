@@ -11,6 +11,8 @@ use crate::store::Store;
 pub struct App {
     pub config: Arc<Config>,
     pub store: Store,
+    /// The compute worker (ONNX model + FAISS index), started on first use by `App::compute()`.
+    pub compute: Arc<tokio::sync::OnceCell<crate::compute::ComputeHandle>>,
 }
 
 impl App {
@@ -22,7 +24,7 @@ impl App {
 
     pub async fn open(config: Config) -> anyhow::Result<App> {
         let store = Store::from_config(&config).await?;
-        Ok(App { config: Arc::new(config), store })
+        Ok(App { config: Arc::new(config), store, compute: Arc::new(tokio::sync::OnceCell::new()) })
     }
 
     pub fn crawler(&self) -> anyhow::Result<Crawler> {

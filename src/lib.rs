@@ -9,6 +9,8 @@ pub mod bench;
 pub mod compute;
 pub mod config;
 pub mod crawl;
+pub mod embed;
+pub mod index;
 pub mod logging;
 pub mod notify;
 pub mod status;

@@ -67,6 +67,41 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Embed every article that has no vector for the current model version and add it to the index.
+    Embed {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Embed everything for the configured (new) model version with a progress bar, then switch searches to it.
+    Reembed {
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Semantic search over the indexed articles.
+    Search {
+        query: String,
+        /// Number of results.
+        #[arg(short = 'k', long, default_value_t = 10)]
+        k: usize,
+        /// Only articles published within this long (e.g. "7d", "12h").
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove articles older than index.retention from the index (and the database with index.prune_database).
+    Prune {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the index from the stored vectors.
+    Reindex {
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(newsd::bench::BenchCommand),
@@ -85,6 +120,9 @@ enum NotifyAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Thread budget for OpenMP/BLAS before any thread exists (the runtime below starts some).
+    let threads = Config::load(&cli.config).map(|c| c.embed.threads).unwrap_or(1);
+    newsd::compute::pin_thread_env(threads);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -197,7 +235,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::open(config).await?;
             let as_of = at.as_deref().map(newsd::analysis::parse_time).transpose()?;
             let opts = newsd::analysis::AnalyzeOptions { profile: profile.clone(), dry_run: *dry_run, as_of };
-            let report = newsd::analysis::run_analyze_with(&app, &opts).await?;
+            let report = newsd::analysis::run_analyze_with(&app, &opts).await;
+            app.shutdown().await?;
+            let report = report?;
             if *json {
                 print_json(&report)?;
             } else if *dry_run {
@@ -219,6 +259,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.stories,
                     report.notifications,
                     report.llm_error.as_deref().map(|e| format!("; LLM failed: {e}")).unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Embed { json } => {
+            let config = load_config(&cli)?;
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            let app = App::open(config).await?;
+            let report = newsd::embed::run_embed(&app).await;
+            app.shutdown().await?;
+            let report = report?;
+            if *json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "embedded {} articles in {:.1} s ({:.1} articles/s, {} thread(s)); index: {} vectors, model {}; {} pending{}",
+                    report.embedded,
+                    report.duration_ms as f64 / 1000.0,
+                    report.articles_per_sec,
+                    report.threads,
+                    report.index_size,
+                    report.serving_version,
+                    report.pending,
+                    if report.switched { "; switched to the new model" } else { "" }
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -270,6 +334,76 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
             }
+        }
+        Command::Reembed { quiet, json } => {
+            let config = load_config(&cli)?;
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            let app = App::open(config).await?;
+            let report = newsd::embed::run_reembed(&app, !*quiet && !*json).await;
+            app.shutdown().await?;
+            let report = report?;
+            if *json {
+                print_json(&report)?;
+            } else if *quiet {
+                println!("re-embedded {} articles ({:.1} articles/s)", report.embedded, report.articles_per_sec);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Search { query, k, since, json } => {
+            let config = load_config(&cli)?;
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            let app = App::open(config).await?;
+            let report = newsd::index::search(&app, query, *k, *since).await;
+            app.shutdown().await?;
+            let report = report?;
+            if *json {
+                print_json(&report)?;
+            } else {
+                for (i, r) in report.results.iter().enumerate() {
+                    println!("{:>2}. {:.3}  {}  [{}, {}]", i + 1, r.score, r.title, r.source, newsd::status::fmt_ms(r.published_at));
+                    println!("           {}", r.url);
+                }
+                if report.results.is_empty() {
+                    println!("no results");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prune { json } => {
+            let config = load_config(&cli)?;
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            let app = App::open(config).await?;
+            let report = newsd::index::run_prune(&app).await;
+            app.shutdown().await?;
+            let report = report?;
+            if *json {
+                print_json(&report)?;
+            } else if report.retention_secs.is_none() {
+                println!("index.retention is not set: nothing to prune");
+            } else {
+                println!(
+                    "pruned {} articles from the index ({} vectors, {} articles deleted); index: {} vectors",
+                    report.removed_from_index, report.vectors_deleted, report.articles_deleted, report.index_size
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reindex { json } => {
+            let config = load_config(&cli)?;
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            let app = App::open(config).await?;
+            let report = newsd::index::run_reindex(&app).await;
+            app.shutdown().await?;
+            let report = report?;
+            if *json {
+                print_json(&report)?;
+            } else {
+                for v in &report.versions {
+                    println!("rebuilt {:?} index of model {}: {} vectors", v.kind, v.version, v.vectors);
+                }
+                println!("({} ms)", report.duration_ms);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {
             let config = load_config(&cli)?;

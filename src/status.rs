@@ -12,6 +12,8 @@ pub struct Status {
     /// Articles whose full-text page is still to be fetched.
     pub pending_pages: i64,
     pub sources: Vec<SourceHealth>,
+    /// Embeddings and the vector index (None when it cannot be read).
+    pub index: Option<crate::index::IndexSummary>,
 }
 
 pub async fn collect(app: &App) -> anyhow::Result<Status> {
@@ -24,12 +26,24 @@ pub async fn collect(app: &App) -> anyhow::Result<Status> {
         articles: store.count_articles().await?,
         pending_pages: store.scalar_i64("SELECT COUNT(*) FROM articles WHERE page_status = 'pending'").await?,
         sources: store.source_health(&names).await?,
+        index: crate::index::summary(app).await.ok(),
     })
 }
 
 pub fn print_human(s: &Status) {
     println!("database: {}", s.database);
     println!("articles: {} ({} pages pending)", s.articles, s.pending_pages);
+    if let Some(ix) = &s.index {
+        println!(
+            "index: {} vectors ({}), model {}{}; {} articles to embed{}",
+            ix.index_size.map(|n| n.to_string()).unwrap_or_else(|| "no saved".into()),
+            ix.kind,
+            ix.model_version.as_deref().unwrap_or("none"),
+            ix.target_version.as_deref().map(|t| format!(" (re-embedding for {t})")).unwrap_or_default(),
+            ix.pending_embeddings.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+            ix.model_error.as_deref().map(|e| format!("; model: {e}")).unwrap_or_default()
+        );
+    }
     println!("sources:");
     for src in &s.sources {
         let last = src.last_success_at.map(fmt_ms).unwrap_or_else(|| "never".into());

@@ -72,11 +72,19 @@ async fn whole_corpus_is_stored_once_with_right_fields_and_second_crawl_is_not_m
     assert_eq!(store.count_articles().await.unwrap() as usize, expected.len());
 
     let stored: HashMap<String, ArticleRow> = all_articles(&store).await.into_iter().map(|a| (a.url.clone(), a)).collect();
+    let stored_hashes: std::collections::HashSet<&str> = stored.values().map(|a| a.content_hash.as_str()).collect();
     let mut short = 0;
-    for a in &expected {
+    let mut copies = 0;
+    for a in &corpus {
         // The feed links carry utm_ parameters: the stored URL is the canonical one.
         let url = server.url(&format!("/articles/{}", a.id));
-        let row = stored.get(&url).unwrap_or_else(|| panic!("article {} ({url}) not stored", a.id));
+        let Some(row) = stored.get(&url) else {
+            // Only a second copy of the same text under another URL may be missing.
+            let hash = newsd::crawl::content_hash(&squash(&a.title), &squash(&a.text));
+            assert!(stored_hashes.contains(hash.as_str()), "article {} ({url}) not stored and not a copy", a.id);
+            copies += 1;
+            continue;
+        };
         assert_eq!(row.source, a.source);
         if !a.title.trim().is_empty() {
             assert_eq!(row.title, squash(&a.title), "title of {}", a.id);
@@ -92,6 +100,7 @@ async fn whole_corpus_is_stored_once_with_right_fields_and_second_crawl_is_not_m
             assert_eq!(row.page_status, "pending", "article {}", a.id);
         }
     }
+    assert_eq!(copies, 3824 - expected.len());
     assert!(short < 70, "{short} pages without text");
 
     // Second pass: every feed answers 304 to the conditional GET; nothing new, nothing lost.

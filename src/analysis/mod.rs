@@ -131,10 +131,10 @@ fn article_ref(a: &ArticleRow) -> ArticleRef {
     ArticleRef { id: a.id, title: a.title.clone(), source: a.source.clone(), url: a.url.clone(), published_at: Some(published(a)) }
 }
 
-/// The text embedded for an article that has no stored vector (title and the start of the body).
+/// The text embedded for an article that has no stored vector yet (as the embedding task would embed it; the
+/// tokenizer truncates to the model's max tokens).
 fn embed_text(a: &ArticleRow) -> String {
-    let body: String = a.body.chars().take(2000).collect();
-    format!("{}\n\n{}", a.title, body)
+    crate::embed::article_text(&a.title, &a.body, 512)
 }
 
 /// The first sentence(s) of an article, up to about `max` characters.

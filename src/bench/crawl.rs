@@ -20,12 +20,62 @@ pub struct CrawlBenchArgs {
     /// Corpus CSV (default: .cache/testdata/NewsArticles.csv or $NEWSD_CORPUS).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
-    /// Also crawl this fraction of the corpus first, to show memory does not grow with articles crawled.
-    #[arg(long, default_value_t = 0.25)]
-    pub small_fraction: f64,
+    /// First crawl every Nth article only, to show memory does not grow with the number of articles crawled.
+    #[arg(long, default_value_t = 4)]
+    pub small_every: i64,
     /// Global concurrency of the crawler.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Serve only articles whose id is divisible by this (1 = all).
+    #[arg(long, default_value_t = 1)]
+    pub every: i64,
+}
+
+/// Child-process side: serve, print "OUTLET URL" lines then "ready", run until killed.
+pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let all = match &args.corpus {
+        Some(p) => corpus::load_from(p)?,
+        None => corpus::load()?,
+    };
+    let articles: Vec<_> = all.into_iter().filter(|a| a.id % args.every.max(1) == 0).collect();
+    let mut outlets: Vec<String> = articles.iter().map(|a| a.source.clone()).collect();
+    outlets.sort();
+    outlets.dedup();
+    let servers = start_servers(&articles, &outlets).await?;
+    for (name, s) in &servers {
+        println!("{name} {}", s.url(&format!("/feeds/{name}")));
+    }
+    println!("ready");
+    futures::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Starts `newsd bench serve-corpus` as a child process and reads its feed URLs.
+async fn spawn_server(corpus_path: &Option<PathBuf>, every: i64) -> anyhow::Result<(tokio::process::Child, Vec<(String, String)>)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args(["bench", "serve-corpus", "--every", &every.to_string()]);
+    if let Some(p) = corpus_path {
+        cmd.arg("--corpus").arg(p);
+    }
+    let mut child = cmd.stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn()?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut feeds = Vec::new();
+    while let Some(line) = lines.next_line().await? {
+        if line == "ready" {
+            return Ok((child, feeds));
+        }
+        if let Some((name, url)) = line.split_once(' ') {
+            feeds.push((name.to_string(), url.to_string()));
+        }
+    }
+    anyhow::bail!("corpus server exited before it was ready")
 }
 
 struct Pass {
@@ -45,13 +95,14 @@ pub async fn run(args: &CrawlBenchArgs) -> anyhow::Result<()> {
     outlets.dedup();
     println!("corpus: {} articles from {} outlets; crawler concurrency {}", all.len(), outlets.len(), args.concurrency);
 
-    let small_n = ((all.len() as f64) * args.small_fraction) as usize;
-    let small: Vec<_> = all.iter().filter(|a| a.id % 4 == 0).take(small_n).cloned().collect();
-    if small_n > 0 {
-        let p = pass(&small, &outlets, args.concurrency).await?;
+    // The servers run in a child process so the RSS figures are the crawler's alone.
+    let mut small_peak = 0;
+    if args.small_every > 1 {
+        let p = pass(&args.corpus, args.small_every, args.concurrency).await?;
         report("small", &p);
+        small_peak = p.peak_rss;
     }
-    let full = pass(&all, &outlets, args.concurrency).await?;
+    let full = pass(&args.corpus, 1, args.concurrency).await?;
     report("full", &full);
 
     // Baseline: fetch the same pages with a plain client, same hosts, one connection per host, no work.
@@ -84,7 +135,7 @@ pub async fn run(args: &CrawlBenchArgs) -> anyhow::Result<()> {
     let raw_rate = total as f64 / raw;
     println!("baseline raw page fetch (no extraction, no storage): {total} pages in {raw:.2} s = {raw_rate:.0} pages/s");
     println!("RESULT crawl: {newsd_rate:.0} articles/s end to end ({:.2}x of the raw-fetch ceiling); peak RSS {:.1} MiB full vs {:.1} MiB at {:.0}% of the corpus",
-        newsd_rate / raw_rate, mib(full.peak_rss), mib(full.peak_rss), args.small_fraction * 100.0);
+        newsd_rate / raw_rate, mib(full.peak_rss), mib(small_peak), 100.0 / args.small_every as f64);
     Ok(())
 }
 
@@ -110,19 +161,19 @@ async fn start_servers(articles: &[corpus::CorpusArticle], outlets: &[String]) -
     Ok(out)
 }
 
-async fn pass(articles: &[corpus::CorpusArticle], outlets: &[String], concurrency: usize) -> anyhow::Result<Pass> {
-    let servers = start_servers(articles, outlets).await?;
+async fn pass(corpus_path: &Option<PathBuf>, every: i64, concurrency: usize) -> anyhow::Result<Pass> {
+    let (_child, feeds) = spawn_server(corpus_path, every).await?;
     let dir = tempfile_dir()?;
     let mut config = Config::default();
     config.data_dir = dir.clone();
     config.crawl.per_host_interval = Duration::ZERO;
     config.crawl.concurrency = concurrency;
     config.crawl.max_items_per_feed = 10_000;
-    config.sources = servers
+    config.sources = feeds
         .iter()
-        .map(|(name, s)| SourceConfig {
+        .map(|(name, url)| SourceConfig {
             name: name.clone(),
-            url: s.url(&format!("/feeds/{name}")),
+            url: url.clone(),
             enabled: true,
             full_text: true,
             selectors: None,

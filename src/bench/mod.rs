@@ -2,6 +2,9 @@
 //! in the same run, because the machines are shared and noisy.
 
 pub mod crawl;
+pub mod e2e;
+pub mod embed;
+pub mod search;
 
 use clap::Subcommand;
 
@@ -9,11 +12,25 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Crawl the whole corpus (feeds + pages) from local servers into a fresh database.
     Crawl(crawl::CrawlBenchArgs),
+    /// Serve the corpus news site (one loopback host per outlet) until killed; used by `bench crawl` so the
+    /// server's memory is not counted as the crawler's.
+    #[command(hide = true)]
+    ServeCorpus(crawl::ServeArgs),
+    /// Embedding throughput on real articles vs the fp32 ceiling and sentence-transformers; RSS over the run.
+    Embed(embed::EmbedBenchArgs),
+    /// k-NN search on 100k vectors (Flat, HNSW): newsd through the worker queue vs raw FAISS; RSS with the index.
+    Search(search::SearchBenchArgs),
+    /// Crawl + store + embed + index of the corpus from local servers, articles/hour.
+    E2e(e2e::E2eBenchArgs),
 }
 
 pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Crawl(args) => crawl::run(args).await,
+        BenchCommand::ServeCorpus(args) => crawl::serve(args).await,
+        BenchCommand::Embed(args) => embed::run(args).await,
+        BenchCommand::Search(args) => search::run(args).await,
+        BenchCommand::E2e(args) => e2e::run(args).await,
     }
 }
 

@@ -243,10 +243,11 @@ fn general_body(doc: &Html) -> String {
     }
     let best = scores.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|(id, _)| id);
     let Some(container) = best.and_then(|id| doc.tree.get(id)).and_then(ElementRef::wrap) else {
-        // No paragraphs at all: all non-boilerplate text of <body>.
+        // No paragraphs at all (text laid out with <br>): the non-boilerplate text of <body>, without headings
+        // and dates, which would otherwise pass a title off as a body.
         let mut out = String::new();
         if let Some(body) = doc.select(&sel("body")).next() {
-            collect_clean(body, &mut out);
+            collect_clean_with(body, &mut out, true);
         }
         return normalize_ws(&out);
     };
@@ -275,11 +276,15 @@ fn general_body(doc: &Html) -> String {
 }
 
 fn collect_clean(el: ElementRef, out: &mut String) {
+    collect_clean_with(el, out, false)
+}
+
+fn collect_clean_with(el: ElementRef, out: &mut String, skip_headings: bool) {
     for child in el.children() {
         match child.value() {
             Node::Text(t) => out.push_str(t),
             Node::Element(e) => {
-                if is_boilerplate(e) {
+                if is_boilerplate(e) || (skip_headings && matches!(e.name(), "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "time")) {
                     continue;
                 }
                 let block = is_block(e.name()) || e.name() == "br";
@@ -287,7 +292,7 @@ fn collect_clean(el: ElementRef, out: &mut String) {
                     out.push('\n');
                 }
                 if let Some(c) = ElementRef::wrap(child) {
-                    collect_clean(c, out);
+                    collect_clean_with(c, out, skip_headings);
                 }
                 if block {
                     out.push('\n');

@@ -196,6 +196,14 @@ impl Crawler {
             r.error = state.last_error.clone().filter(|_| state.consecutive_failures > 0);
             return r;
         }
+        // Pages that failed in earlier passes first, so a page that fails in this pass waits for the next one.
+        let mut retried = SourceReport::new(&src.name, SourceStatus::Fetched);
+        if src.full_text {
+            if let Err(e) = self.retry_pending_pages(src, state.id, &mut retried).await {
+                tracing::warn!(error = %e, "retrying pending pages failed");
+            }
+        }
+        let retried = retried.pages_retried;
         let next_ok = now + src.min_interval.map(|d| d.as_millis() as i64).unwrap_or(0);
         let validators = Validators { etag: state.etag.clone(), last_modified: state.last_modified.clone() };
         let result = self.fetcher.fetch(&src.url, Some(&validators)).await;
@@ -227,11 +235,7 @@ impl Crawler {
             },
             Err(e) => self.fail(src, state, e.to_string(), &e).await,
         };
-        if report.status != SourceStatus::Failed && src.full_text {
-            if let Err(e) = self.retry_pending_pages(src, state.id, &mut report).await {
-                tracing::warn!(error = %e, "retrying pending pages failed");
-            }
-        }
+        report.pages_retried = retried;
         report
     }
 
@@ -420,15 +424,13 @@ impl Crawler {
     }
 }
 
-/// The feed's title wins when it has one (feeds rarely carry site-name suffixes); the page's body wins when it is
-/// longer than the feed's text; the feed's date wins.
+/// The feed's title wins when it has one (feeds rarely carry site-name suffixes); the page's body wins (a feed's
+/// text is a teaser, and extraction only succeeds with real article text); the feed's date wins.
 fn apply_extracted(title: &mut String, body: &mut String, published: &mut Option<i64>, e: &Extracted) {
     if title.trim().is_empty() {
         *title = e.title.clone();
     }
-    if e.body.len() >= body.len() {
-        *body = e.body.clone();
-    }
+    *body = e.body.clone();
     if published.is_none() {
         *published = e.published.map(|d| d.timestamp_millis());
     }

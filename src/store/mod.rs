@@ -7,10 +7,12 @@
 
 mod analysis;
 mod articles;
+mod embeddings;
 mod sources;
 
 pub use analysis::{AnalysisRow, NewAnalysis, NewNotification, NotificationRow, OutboxCounts};
 pub use articles::{ArticleRow, NewArticle, PageUpdate};
+pub use embeddings::{vector_from_bytes, vector_to_bytes, ModelRow, PendingArticle};
 pub use sources::{FetchOutcome, SourceHealth, SourceState};
 
 use std::path::Path;

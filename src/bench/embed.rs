@@ -1,0 +1,182 @@
+//! `newsd bench embed`: embedding throughput on real corpus articles (title + body, max tokens from the model,
+//! 256 for the default), through the compute worker, with the same-run baselines:
+//! - the fp32 ceiling: FLOPs of the texts actually run (per token: 2 x params-per-token-layer + attention) against
+//!   one core's GEMM rate measured now with the BLAS FAISS links (sgemm, model-shaped and square);
+//! - the sentence-transformers figure (`--python-baseline`, articles/s; measured with
+//!   ../shared/bench/python-baseline.sh on the same texts; scripts/BASELINE.md records it).
+//!
+//! Also RSS at start, after a quarter of the texts and at the end (it must not grow with batches processed).
+
+use std::time::Instant;
+
+use clap::Args;
+
+use super::{mib, rss_bytes, RssSampler};
+use crate::config::Config;
+use crate::embed::article_text;
+use crate::embed::model::{Model, ModelSpec};
+use crate::testkit::corpus;
+use crate::App;
+
+#[derive(Debug, Args)]
+pub struct EmbedBenchArgs {
+    /// Articles to embed (the corpus is cycled when more are asked than it holds).
+    #[arg(long, default_value_t = 1000)]
+    pub articles: usize,
+    /// Compute threads (ONNX Runtime intra-op).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// sentence-transformers articles/s per thread on the same corpus (1 thread), from scripts/BASELINE.md.
+    #[arg(long, default_value_t = 13.5)]
+    pub python_baseline: f64,
+    /// Model folder (default: the config's).
+    #[arg(long)]
+    pub model_dir: Option<std::path::PathBuf>,
+}
+
+extern "C" {
+    fn sgemm_(
+        transa: *const u8,
+        transb: *const u8,
+        m: *const i32,
+        n: *const i32,
+        k: *const i32,
+        alpha: *const f32,
+        a: *const f32,
+        lda: *const i32,
+        b: *const f32,
+        ldb: *const i32,
+        beta: *const f32,
+        c: *mut f32,
+        ldc: *const i32,
+    );
+}
+
+/// Best-of-3 single-thread sgemm rate (GFLOP/s) for C[m x n] = A[m x k] B[k x n].
+pub fn gemm_gflops(m: usize, n: usize, k: usize) -> f64 {
+    let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32) * 0.01).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i % 13) as f32) * 0.01).collect();
+    let mut c = vec![0f32; m * n];
+    let (mi, ni, ki) = (m as i32, n as i32, k as i32);
+    let (alpha, beta) = (1f32, 0f32);
+    let mut best = f64::MAX;
+    for _ in 0..4 {
+        let t = Instant::now();
+        unsafe {
+            sgemm_(b"N".as_ptr(), b"N".as_ptr(), &ni, &mi, &ki, &alpha, b.as_ptr(), &ni, a.as_ptr(), &ki, &beta, c.as_mut_ptr(), &ni);
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&c);
+    2.0 * (m * n * k) as f64 / best / 1e9
+}
+
+/// FLOPs of one BERT-style forward pass over `t` tokens (dims d, feed-forward ff, layers l): the dense layers
+/// (QKV + output projections 4d^2, feed-forward 2 d ff; 2 FLOPs per multiply-add) plus attention scores and
+/// weighted sums (2 x 2 t d per token).
+pub fn forward_flops(t: usize, d: usize, ff: usize, layers: usize) -> f64 {
+    let per_token = 2.0 * (4.0 * (d * d) as f64 + 2.0 * (d * ff) as f64) + 4.0 * (t * d) as f64;
+    per_token * t as f64 * layers as f64
+}
+
+pub async fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
+    let all = corpus::load()?;
+    let pool: Vec<_> = all.iter().filter(|a| a.text.len() > 200).collect();
+    let dir = std::env::temp_dir().join(format!("newsd-bench-embed-{}", std::process::id()));
+    let mut config = Config::default();
+    config.data_dir = dir.clone();
+    config.embed.threads = args.threads;
+    config.embed.batch_size = args.batch_size;
+    if let Some(m) = &args.model_dir {
+        config.embed.model_dir = m.clone();
+    }
+    let spec = ModelSpec::from_config(&config)?;
+    let texts: Vec<String> =
+        (0..args.articles).map(|i| pool[i % pool.len()]).map(|a| article_text(&a.title, &a.text, spec.max_tokens)).collect();
+
+    // Token counts (tokenizer only; the session is not run here).
+    let counter = Model::load(spec.clone(), &config.resolve(&config.embed.onnxruntime_library), 1)?;
+    let tokens: Vec<usize> = texts.iter().map(|t| counter.tokenize(t).map(|e| e.get_ids().len()).unwrap_or(0)).collect();
+    drop(counter);
+    let (d, ff, layers) = model_shape(&spec);
+    let flops: f64 = tokens.iter().map(|&t| forward_flops(t, d, ff, layers)).sum();
+    let mean_tokens = tokens.iter().sum::<usize>() as f64 / tokens.len().max(1) as f64;
+
+    let app = App::open(config).await?;
+    let h = app.compute().await?;
+    h.embed(texts[..texts.len().min(8)].to_vec()).await?; // warm-up
+    let rss_start = rss_bytes();
+    let sampler = RssSampler::start();
+    let quarter = texts.len() / 4;
+    let t = Instant::now();
+    let mut rss_quarter = 0;
+    let mut done = 0;
+    for chunk in texts.chunks(256) {
+        h.embed(chunk.to_vec()).await?;
+        done += chunk.len();
+        if rss_quarter == 0 && done >= quarter {
+            rss_quarter = rss_bytes();
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let rss_end = rss_bytes();
+    let peak = sampler.peak();
+    app.shutdown().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Same-run GEMM rate on this thread (pinned to one OpenMP/BLAS thread by main()).
+    let gemm_model = gemm_gflops(32 * mean_tokens as usize, ff, d);
+    let gemm_square = gemm_gflops(1024, 1024, 1024);
+    let gemm = gemm_model.max(gemm_square);
+    let rate = texts.len() as f64 / secs;
+    let per_thread = rate / args.threads as f64;
+    let ceiling = gemm * 1e9 * args.threads as f64 / (flops / texts.len() as f64);
+    println!(
+        "model {} ({} dims, {} layers, max {} tokens); {} articles, mean {:.0} tokens, {:.2} GFLOP/article",
+        spec.version,
+        d,
+        layers,
+        spec.max_tokens,
+        texts.len(),
+        mean_tokens,
+        flops / texts.len() as f64 / 1e9
+    );
+    println!("GEMM (sgemm, 1 thread): model-shaped {gemm_model:.1} GFLOP/s, 1024^3 {gemm_square:.1} GFLOP/s");
+    println!(
+        "embedded {} articles in {:.2} s = {:.2} articles/s with {} thread(s) ({:.1} GFLOP/s achieved)",
+        texts.len(),
+        secs,
+        rate,
+        args.threads,
+        flops / secs / 1e9
+    );
+    println!(
+        "RSS: start {:.1} MiB, after 25% {:.1} MiB, end {:.1} MiB, peak {:.1} MiB",
+        mib(rss_start),
+        mib(rss_quarter),
+        mib(rss_end),
+        mib(peak)
+    );
+    println!(
+        "RESULT embed: {:.2} articles/s/thread = {:.0}% of the fp32 ceiling ({:.2}/s at {:.1} GFLOP/s) and {:.2}x sentence-transformers ({:.2}/s per thread)",
+        per_thread,
+        100.0 * rate / ceiling,
+        ceiling,
+        gemm,
+        per_thread / args.python_baseline,
+        args.python_baseline
+    );
+    Ok(())
+}
+
+/// (hidden size, feed-forward size, layers) from the model folder's config.json (MiniLM-L6 defaults).
+fn model_shape(spec: &ModelSpec) -> (usize, usize, usize) {
+    let c: serde_json::Value = std::fs::read_to_string(spec.dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let get = |k: &str, d: usize| c.get(k).and_then(|v| v.as_u64()).map(|v| v as usize).unwrap_or(d);
+    (get("hidden_size", spec.dims), get("intermediate_size", 4 * spec.dims), get("num_hidden_layers", 6))
+}

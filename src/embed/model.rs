@@ -1,0 +1,312 @@
+//! A sentence-embedding model: ONNX Runtime session + HuggingFace tokenizer, mean or CLS pooling, L2 normalisation.
+//!
+//! Any sentence-transformers-style folder works: `model.onnx` + `tokenizer.json`, with dims / pooling / max tokens /
+//! version from an optional `newsd-model.toml`, the model's own `config.json` / `sentence_bert_config.json`, or the
+//! `[embed]` section of the config (which wins).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
+
+use crate::compute::ComputeError;
+use crate::config::Config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Mean,
+    Cls,
+}
+
+/// Everything needed to load a model and to know what its vectors are.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSpec {
+    pub dir: PathBuf,
+    pub dims: usize,
+    pub pooling: Pooling,
+    pub max_tokens: usize,
+    pub normalize: bool,
+    /// Stored with every vector; a new version means re-embedding into a new index.
+    pub version: String,
+}
+
+/// `newsd-model.toml` in a model folder (every field optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    dims: Option<usize>,
+    pooling: Option<String>,
+    max_tokens: Option<usize>,
+    normalize: Option<bool>,
+    version: Option<String>,
+}
+
+fn missing(path: &Path, what: &str) -> ComputeError {
+    ComputeError::Unavailable(format!(
+        "{what} not found at {}: run `scripts/setup.sh` to fetch the default model and ONNX Runtime (or point [embed] in the config at your own)",
+        path.display()
+    ))
+}
+
+fn parse_pooling(s: &str) -> Result<Pooling, ComputeError> {
+    match s.to_ascii_lowercase().as_str() {
+        "mean" => Ok(Pooling::Mean),
+        "cls" => Ok(Pooling::Cls),
+        other => Err(ComputeError::Failed(format!("unknown pooling {other:?} (expected \"mean\" or \"cls\")"))),
+    }
+}
+
+impl ModelSpec {
+    /// The model the config asks for.
+    pub fn from_config(config: &Config) -> Result<ModelSpec, ComputeError> {
+        let e = &config.embed;
+        let mut spec = ModelSpec::from_dir(&config.resolve(&e.model_dir))?;
+        if let Some(d) = e.dims {
+            spec.dims = d;
+        }
+        if let Some(t) = e.max_tokens {
+            spec.max_tokens = t;
+        }
+        if let Some(p) = &e.pooling {
+            spec.pooling = parse_pooling(p)?;
+        }
+        if let Some(v) = &e.model_version {
+            spec.version = v.clone();
+        }
+        Ok(spec)
+    }
+
+    /// Reads a model folder's own settings (without loading the model).
+    pub fn from_dir(dir: &Path) -> Result<ModelSpec, ComputeError> {
+        if !dir.is_dir() {
+            return Err(missing(dir, "model folder"));
+        }
+        let mf: ModelFile = match std::fs::read_to_string(dir.join("newsd-model.toml")) {
+            Ok(text) => toml::from_str(&text).map_err(|e| {
+                ComputeError::Failed(format!("{}: {}", dir.join("newsd-model.toml").display(), e.message()))
+            })?,
+            Err(_) => ModelFile::default(),
+        };
+        let json = |name: &str| -> Option<serde_json::Value> {
+            std::fs::read_to_string(dir.join(name)).ok().and_then(|t| serde_json::from_str(&t).ok())
+        };
+        let dims = mf
+            .dims
+            .or_else(|| json("config.json").and_then(|c| c.get("hidden_size")?.as_u64()).map(|v| v as usize))
+            .unwrap_or(384);
+        let max_tokens = mf
+            .max_tokens
+            .or_else(|| json("sentence_bert_config.json").and_then(|c| c.get("max_seq_length")?.as_u64()).map(|v| v as usize))
+            .unwrap_or(256);
+        let pooling = match &mf.pooling {
+            Some(p) => parse_pooling(p)?,
+            None => match json("1_Pooling/config.json") {
+                Some(c) if c.get("pooling_mode_cls_token").and_then(|v| v.as_bool()) == Some(true) => Pooling::Cls,
+                _ => Pooling::Mean,
+            },
+        };
+        let version = mf.version.unwrap_or_else(|| {
+            let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+            let size = std::fs::metadata(dir.join("model.onnx")).map(|m| m.len()).unwrap_or(0);
+            format!("{name}-{size}")
+        });
+        Ok(ModelSpec {
+            dir: dir.to_path_buf(),
+            dims,
+            pooling,
+            max_tokens: max_tokens.max(8),
+            normalize: mf.normalize.unwrap_or(true),
+            version,
+        })
+    }
+
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join("model.onnx")
+    }
+
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
+    }
+}
+
+/// The process-wide ONNX Runtime environment (ort allows one per process).
+fn environment(lib: &Path) -> Result<ort::environment::Environment, ComputeError> {
+    static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let builder = ort::init_from(lib).map_err(|e| format!("loading ONNX Runtime from {}: {e}", lib.display()))?;
+        builder.with_name("newsd").build().map_err(|e| format!("starting ONNX Runtime: {e}"))
+    })
+    .clone()
+    .map_err(ComputeError::Unavailable)
+}
+
+/// A loaded model. Not shared: the compute worker owns it.
+pub struct Model {
+    pub spec: ModelSpec,
+    session: ort::session::Session,
+    tokenizer: Tokenizer,
+    cls_id: Option<u32>,
+    has_token_type_ids: bool,
+    output: String,
+    pub threads: usize,
+}
+
+impl Model {
+    /// Loads the model with `threads` intra-op threads and one inter-op thread (sequential execution).
+    pub fn load(spec: ModelSpec, ort_lib: &Path, threads: usize) -> Result<Model, ComputeError> {
+        if !ort_lib.exists() {
+            return Err(missing(ort_lib, "ONNX Runtime library"));
+        }
+        for (p, what) in [(spec.model_path(), "model file"), (spec.tokenizer_path(), "tokenizer file")] {
+            if !p.exists() {
+                return Err(missing(&p, what));
+            }
+        }
+        let env = environment(ort_lib)?;
+        let failed = |what: &str, e: &dyn std::fmt::Display| ComputeError::Failed(format!("{what}: {e}"));
+        let session = ort::session::Session::builder(&env)
+            .map_err(|e| failed("session options", &e))?
+            .with_intra_threads(threads)
+            .map_err(|e| failed("intra-op threads", &e))?
+            .with_inter_threads(1)
+            .map_err(|e| failed("inter-op threads", &e))?
+            .with_parallel_execution(false)
+            .map_err(|e| failed("execution mode", &e))?
+            .with_intra_op_spinning(false)
+            .map_err(|e| failed("intra-op spinning", &e))?
+            // Input shapes vary batch to batch: memory patterns would only be recomputed (and kept) per shape.
+            .with_memory_pattern(false)
+            .map_err(|e| failed("memory pattern", &e))?
+            .commit_from_file(spec.model_path())
+            .map_err(|e| failed(&format!("loading {}", spec.model_path().display()), &e))?;
+        let mut tokenizer = Tokenizer::from_file(spec.tokenizer_path())
+            .map_err(|e| failed(&format!("loading {}", spec.tokenizer_path().display()), &e))?;
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: spec.max_tokens, ..Default::default() }))
+            .map_err(|e| failed("tokenizer truncation", &e))?;
+        // We pad ourselves, per batch, to the longest sequence in it.
+        tokenizer.with_padding(None);
+        let inputs: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+        for need in ["input_ids", "attention_mask"] {
+            if !inputs.iter().any(|i| i == need) {
+                return Err(ComputeError::Failed(format!(
+                    "{}: model has no {need:?} input (inputs: {inputs:?})",
+                    spec.model_path().display()
+                )));
+            }
+        }
+        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let output = ["last_hidden_state", "token_embeddings", "sentence_embedding"]
+            .iter()
+            .find(|n| outputs.iter().any(|o| o == *n))
+            .map(|s| s.to_string())
+            .or_else(|| outputs.first().cloned())
+            .ok_or_else(|| ComputeError::Failed(format!("{}: model has no output", spec.model_path().display())))?;
+        let cls_id = tokenizer.token_to_id("[CLS]").or_else(|| tokenizer.token_to_id("<s>"));
+        Ok(Model { has_token_type_ids: inputs.iter().any(|i| i == "token_type_ids"), spec, session, tokenizer, cls_id, output, threads })
+    }
+
+    /// Tokenizes (with special tokens, truncated to max_tokens, unpadded).
+    pub fn tokenize(&self, text: &str) -> Result<Encoding, ComputeError> {
+        self.tokenizer.encode(text, true).map_err(|e| ComputeError::Failed(format!("tokenizing: {e}")))
+    }
+
+    pub fn cls_token(&self) -> Option<u32> {
+        self.cls_id
+    }
+
+    /// Runs one batch (padded to its longest sequence) and returns pooled, normalised vectors in input order.
+    pub fn infer(&mut self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>, ComputeError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let b = batch.len();
+        let t = batch.iter().map(|e| e.get_ids().len()).max().unwrap_or(1).max(1);
+        let mut ids = vec![0i64; b * t];
+        let mut mask = vec![0i64; b * t];
+        let mut types = vec![0i64; b * t];
+        for (row, enc) in batch.iter().enumerate() {
+            for (j, ((&id, &m), &ty)) in enc.get_ids().iter().zip(enc.get_attention_mask()).zip(enc.get_type_ids()).enumerate() {
+                ids[row * t + j] = id as i64;
+                mask[row * t + j] = m as i64;
+                types[row * t + j] = ty as i64;
+            }
+        }
+        let span = tracing::debug_span!("inference", texts = b, tokens = t, padded = b * t);
+        let _enter = span.enter();
+        let started = std::time::Instant::now();
+        let failed = |e: ort::Error| ComputeError::Failed(format!("inference: {e}"));
+        fn to_tensor(v: &[i64], b: usize, t: usize) -> Result<ort::value::TensorRef<'_, i64>, ComputeError> {
+            ort::value::TensorRef::from_array_view(([b, t], v)).map_err(|e| ComputeError::Failed(format!("inference input: {e}")))
+        }
+        let outputs = if self.has_token_type_ids {
+            self.session.run(ort::inputs![
+                "input_ids" => to_tensor(&ids, b, t)?,
+                "attention_mask" => to_tensor(&mask, b, t)?,
+                "token_type_ids" => to_tensor(&types, b, t)?
+            ])
+        } else {
+            self.session.run(ort::inputs!["input_ids" => to_tensor(&ids, b, t)?, "attention_mask" => to_tensor(&mask, b, t)?])
+        }
+        .map_err(failed)?;
+        let (shape, data) = outputs[self.output.as_str()].try_extract_tensor::<f32>().map_err(failed)?;
+        let shape: Vec<i64> = shape.iter().copied().collect();
+        let dims = self.spec.dims;
+        let mut out = Vec::with_capacity(b);
+        match shape.as_slice() {
+            // Already pooled: [batch, dims].
+            [bb, d] if *bb as usize == b && *d as usize == dims => {
+                for row in 0..b {
+                    out.push(data[row * dims..(row + 1) * dims].to_vec());
+                }
+            }
+            [bb, tt, d] if *bb as usize == b && *tt as usize == t && *d as usize == dims => {
+                for row in 0..b {
+                    let mut v = vec![0f32; dims];
+                    match self.spec.pooling {
+                        Pooling::Cls => v.copy_from_slice(&data[row * t * dims..row * t * dims + dims]),
+                        Pooling::Mean => {
+                            let mut n = 0f32;
+                            for j in 0..t {
+                                if mask[row * t + j] == 0 {
+                                    continue;
+                                }
+                                n += 1.0;
+                                let tok = &data[(row * t + j) * dims..(row * t + j + 1) * dims];
+                                for (acc, x) in v.iter_mut().zip(tok) {
+                                    *acc += *x;
+                                }
+                            }
+                            let n = n.max(1e-9);
+                            v.iter_mut().for_each(|x| *x /= n);
+                        }
+                    }
+                    out.push(v);
+                }
+            }
+            other => {
+                return Err(ComputeError::Failed(format!(
+                    "model output {:?} has shape {other:?}; expected [{b}, {t}, {dims}] or [{b}, {dims}] (check [embed] dims)",
+                    self.output
+                )))
+            }
+        }
+        if self.spec.normalize {
+            for v in &mut out {
+                normalize(v);
+            }
+        }
+        tracing::debug!(texts = b, tokens = t, ms = started.elapsed().as_secs_f64() * 1000.0, "inference done");
+        Ok(out)
+    }
+}
+
+/// L2-normalises in place (a zero vector stays zero).
+pub fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 1e-12 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}

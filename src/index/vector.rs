@@ -1,0 +1,491 @@
+//! One FAISS index of one model version: inner product over L2-normalised vectors (= cosine), ids = article ids.
+//!
+//! "flat" is `IDMap2,Flat` (exact, supports removal). "hnsw" is `IDMap,HNSW{m}` (approximate; FAISS cannot remove
+//! from it, so removed ids become tombstones filtered at search with an `IDSelectorNot(IDSelectorBatch)` and the
+//! index is rebuilt by `reindex`). Files are written atomically (temporary file, fsync, rename) with a manifest
+//! that lets the next start tell a good file from a missing, truncated, foreign or stale one.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use faiss::index::IndexImpl;
+use faiss::{Idx, Index, MetricType};
+use serde::{Deserialize, Serialize};
+
+use crate::compute::{ComputeError, Hit, SearchFilter};
+
+pub const INDEX_FILE: &str = "index.faiss";
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    Flat,
+    Hnsw,
+}
+
+impl IndexKind {
+    pub fn parse(s: &str) -> IndexKind {
+        if s.eq_ignore_ascii_case("hnsw") {
+            IndexKind::Hnsw
+        } else {
+            IndexKind::Flat
+        }
+    }
+}
+
+/// Written beside the index file after each save.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: u32,
+    pub model_version: String,
+    pub kind: IndexKind,
+    pub dims: usize,
+    pub hnsw_m: u32,
+    /// Vectors in the file (including tombstoned ones for hnsw).
+    pub count: u64,
+    pub max_id: i64,
+    /// Order-independent checksum of the ids in the file (see `id_checksum`).
+    pub checksum: String,
+    pub file_bytes: u64,
+    pub saved_at: i64,
+}
+
+/// Order-independent checksum of a set of ids: wrapping sum of a 64-bit mix of each id. Cheap to maintain
+/// incrementally and to compute from the database.
+pub fn id_hash(id: i64) -> u64 {
+    let mut z = (id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub fn id_checksum<'a>(ids: impl IntoIterator<Item = &'a i64>) -> u64 {
+    ids.into_iter().fold(0u64, |acc, id| acc.wrapping_add(id_hash(*id)))
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> ComputeError {
+    ComputeError::Failed(format!("{what}: {e}"))
+}
+
+/// `IDSelectorNot(IDSelectorBatch(tombstones))` wrapped in search parameters; all three freed on drop.
+struct TombstoneFilter {
+    batch: *mut faiss_sys::FaissIDSelectorBatch,
+    not: *mut faiss_sys::FaissIDSelectorNot,
+    params: *mut faiss_sys::FaissSearchParameters,
+}
+
+// The pointers are owned by this value and used only by the thread that owns the index.
+unsafe impl Send for TombstoneFilter {}
+
+impl TombstoneFilter {
+    fn new(ids: &HashSet<i64>) -> Result<TombstoneFilter, ComputeError> {
+        let list: Vec<faiss_sys::idx_t> = ids.iter().copied().collect();
+        let mut f = TombstoneFilter { batch: std::ptr::null_mut(), not: std::ptr::null_mut(), params: std::ptr::null_mut() };
+        unsafe {
+            if faiss_sys::faiss_IDSelectorBatch_new(&mut f.batch, list.len(), list.as_ptr()) != 0 {
+                return Err(ComputeError::Failed("creating the tombstone selector".into()));
+            }
+            if faiss_sys::faiss_IDSelectorNot_new(&mut f.not, f.batch as *const faiss_sys::FaissIDSelector) != 0 {
+                return Err(ComputeError::Failed("creating the tombstone selector".into()));
+            }
+            if faiss_sys::faiss_SearchParameters_new(&mut f.params, f.not as *mut faiss_sys::FaissIDSelector) != 0 {
+                return Err(ComputeError::Failed("creating search parameters".into()));
+            }
+        }
+        Ok(f)
+    }
+}
+
+impl Drop for TombstoneFilter {
+    fn drop(&mut self) {
+        unsafe {
+            if !self.params.is_null() {
+                faiss_sys::faiss_SearchParameters_free(self.params);
+            }
+            if !self.not.is_null() {
+                faiss_sys::faiss_IDSelector_free(self.not as *mut faiss_sys::FaissIDSelector);
+            }
+            if !self.batch.is_null() {
+                faiss_sys::faiss_IDSelector_free(self.batch as *mut faiss_sys::FaissIDSelector);
+            }
+        }
+    }
+}
+
+pub struct VectorIndex {
+    pub version: String,
+    pub kind: IndexKind,
+    pub dims: usize,
+    pub hnsw_m: u32,
+    pub ef_search: u32,
+    pub dir: PathBuf,
+    index: IndexImpl,
+    /// Ids physically in the FAISS index.
+    ids: HashSet<i64>,
+    checksum: u64,
+    max_id: i64,
+    /// hnsw only: ids in the file that must not be returned (removed or replaced).
+    tombstones: HashSet<i64>,
+    filter: Option<TombstoneFilter>,
+    /// hnsw only: ids added twice (vector replaced): searches de-duplicate.
+    duplicates: usize,
+    /// Additions and removals since the last save.
+    pub unsaved: usize,
+}
+
+impl VectorIndex {
+    /// An empty index.
+    pub fn new(version: &str, kind: IndexKind, dims: usize, hnsw_m: u32, ef_search: u32, dir: PathBuf) -> Result<VectorIndex, ComputeError> {
+        let description = match kind {
+            IndexKind::Flat => "IDMap2,Flat".to_string(),
+            IndexKind::Hnsw => format!("IDMap,HNSW{hnsw_m}"),
+        };
+        let index = faiss::index_factory(dims as u32, &description, MetricType::InnerProduct)
+            .map_err(|e| fail(&format!("creating FAISS index {description}"), e))?;
+        let mut v = VectorIndex {
+            version: version.to_string(),
+            kind,
+            dims,
+            hnsw_m,
+            ef_search,
+            dir,
+            index,
+            ids: HashSet::new(),
+            checksum: 0,
+            max_id: 0,
+            tombstones: HashSet::new(),
+            filter: None,
+            duplicates: 0,
+            unsaved: 0,
+        };
+        v.apply_ef_search()?;
+        Ok(v)
+    }
+
+    fn apply_ef_search(&mut self) -> Result<(), ComputeError> {
+        if self.kind == IndexKind::Hnsw {
+            let ps = faiss::index::autotune::ParameterSpace::new().map_err(|e| fail("FAISS parameter space", e))?;
+            ps.set_index_parameter(&self.index, "efSearch", self.ef_search as f64).map_err(|e| fail("setting efSearch", e))?;
+        }
+        Ok(())
+    }
+
+    /// Loads the saved index if its manifest and file agree with each other and with what is expected.
+    /// `Err(reason)` says why it cannot be used (the caller rebuilds and logs the reason). Never panics on a bad file.
+    pub fn load(version: &str, kind: IndexKind, dims: usize, hnsw_m: u32, ef_search: u32, dir: PathBuf) -> Result<VectorIndex, String> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let index_path = dir.join(INDEX_FILE);
+        let text = match std::fs::read_to_string(&manifest_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(if index_path.exists() { "manifest missing".into() } else { "no saved index".into() })
+            }
+            Err(e) => return Err(format!("manifest unreadable: {e}")),
+        };
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| format!("manifest corrupt: {e}"))?;
+        if m.model_version != version {
+            return Err(format!("saved index is for model version {:?}, not {version:?}", m.model_version));
+        }
+        if m.kind != kind || (kind == IndexKind::Hnsw && m.hnsw_m != hnsw_m) {
+            return Err(format!("saved index is {:?} (m={}), the config asks for {:?} (m={hnsw_m})", m.kind, m.hnsw_m, kind));
+        }
+        if m.dims != dims {
+            return Err(format!("saved index has {} dimensions, the model has {dims}", m.dims));
+        }
+        let bytes = std::fs::metadata(&index_path).map_err(|e| format!("index file missing: {e}"))?.len();
+        if bytes != m.file_bytes {
+            return Err(format!("index file is {bytes} bytes, the manifest says {} (truncated or replaced)", m.file_bytes));
+        }
+        let path = index_path.to_str().ok_or("index path is not UTF-8")?;
+        let index = faiss::read_index(path).map_err(|e| format!("index file unreadable: {e}"))?;
+        if index.d() as usize != dims {
+            return Err(format!("index file has {} dimensions, the model has {dims}", index.d()));
+        }
+        if index.metric_type() != MetricType::InnerProduct {
+            return Err("index file does not use inner product".into());
+        }
+        let ids = id_map(&index).ok_or("index file is not an id-mapped index")?;
+        if ids.len() as u64 != m.count || index.ntotal() != m.count {
+            return Err(format!("index file holds {} vectors, the manifest says {}", index.ntotal(), m.count));
+        }
+        let set: HashSet<i64> = ids.iter().copied().collect();
+        let checksum = id_checksum(&set);
+        if format!("{checksum:016x}") != m.checksum {
+            return Err("index ids do not match the manifest checksum".into());
+        }
+        let duplicates = ids.len() - set.len();
+        if duplicates > 0 && kind == IndexKind::Flat {
+            return Err(format!("index file holds {duplicates} duplicate ids"));
+        }
+        let max_id = set.iter().copied().max().unwrap_or(0);
+        let mut v = VectorIndex {
+            version: version.to_string(),
+            kind,
+            dims,
+            hnsw_m,
+            ef_search,
+            dir,
+            index,
+            ids: set,
+            checksum,
+            max_id,
+            tombstones: HashSet::new(),
+            filter: None,
+            duplicates,
+            unsaved: 0,
+        };
+        v.apply_ef_search().map_err(|e| e.to_string())?;
+        Ok(v)
+    }
+
+    /// Ids that searches can return.
+    pub fn live_ids(&self) -> impl Iterator<Item = &i64> {
+        self.ids.iter().filter(|id| !self.tombstones.contains(id))
+    }
+
+    pub fn contains(&self, id: i64) -> bool {
+        self.ids.contains(&id) && !self.tombstones.contains(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len() - self.tombstones.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn tombstones(&self) -> usize {
+        self.tombstones.len() + self.duplicates
+    }
+
+    pub fn max_id(&self) -> i64 {
+        self.max_id
+    }
+
+    /// Adds vectors (`vectors.len() == ids.len() * dims`); an id already present is replaced.
+    pub fn add(&mut self, ids: &[i64], vectors: &[f32]) -> Result<(), ComputeError> {
+        if ids.len() * self.dims != vectors.len() {
+            return Err(ComputeError::Failed(format!("{} ids but {} floats ({} dims)", ids.len(), vectors.len(), self.dims)));
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // Replace: drop the old vectors first (flat), or remember that searches must de-duplicate (hnsw).
+        let present: Vec<i64> = ids.iter().copied().filter(|id| self.ids.contains(id)).collect();
+        let mut changed_tombstones = false;
+        if !present.is_empty() {
+            match self.kind {
+                IndexKind::Flat => {
+                    self.remove_physical(&present)?;
+                }
+                IndexKind::Hnsw => {
+                    for id in &present {
+                        if self.tombstones.remove(id) {
+                            changed_tombstones = true;
+                        }
+                    }
+                    self.duplicates += present.len();
+                }
+            }
+        }
+        let labels: Vec<Idx> = ids.iter().map(|&id| Idx::new(id as u64)).collect();
+        self.index.add_with_ids(vectors, &labels).map_err(|e| fail("adding to the FAISS index", e))?;
+        for &id in ids {
+            if self.ids.insert(id) {
+                self.checksum = self.checksum.wrapping_add(id_hash(id));
+            }
+            self.max_id = self.max_id.max(id);
+        }
+        if changed_tombstones {
+            self.rebuild_filter()?;
+        }
+        self.unsaved += ids.len();
+        Ok(())
+    }
+
+    fn remove_physical(&mut self, ids: &[i64]) -> Result<usize, ComputeError> {
+        let labels: Vec<Idx> = ids.iter().map(|&id| Idx::new(id as u64)).collect();
+        let sel = faiss::selector::IdSelector::batch(&labels).map_err(|e| fail("id selector", e))?;
+        let n = self.index.remove_ids(&sel).map_err(|e| fail("removing from the FAISS index", e))?;
+        for id in ids {
+            if self.ids.remove(id) {
+                self.checksum = self.checksum.wrapping_sub(id_hash(*id));
+            }
+        }
+        Ok(n)
+    }
+
+    /// Removes ids (absent ones are ignored); returns how many were live.
+    pub fn remove(&mut self, ids: &[i64]) -> Result<usize, ComputeError> {
+        let present: Vec<i64> = ids.iter().copied().filter(|id| self.contains(*id)).collect();
+        if present.is_empty() {
+            return Ok(0);
+        }
+        match self.kind {
+            IndexKind::Flat => {
+                self.remove_physical(&present)?;
+            }
+            IndexKind::Hnsw => {
+                self.tombstones.extend(present.iter().copied());
+                self.rebuild_filter()?;
+            }
+        }
+        self.unsaved += present.len();
+        Ok(present.len())
+    }
+
+    fn rebuild_filter(&mut self) -> Result<(), ComputeError> {
+        self.filter = None;
+        if !self.tombstones.is_empty() {
+            self.filter = Some(TombstoneFilter::new(&self.tombstones)?);
+        }
+        Ok(())
+    }
+
+    /// Top-k by inner product (= cosine for normalised vectors), skipping excluded and removed ids.
+    pub fn search(&mut self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<Hit>, ComputeError> {
+        if query.len() != self.dims {
+            return Err(ComputeError::Failed(format!("query has {} dimensions, the index {}", query.len(), self.dims)));
+        }
+        let total = self.index.ntotal() as usize;
+        if k == 0 || total == 0 {
+            return Ok(Vec::new());
+        }
+        let excluded = filter.exclude.iter().filter(|id| self.ids.contains(id)).count();
+        let want = (k + excluded + self.duplicates.min(4 * k)).min(total);
+        let span = tracing::debug_span!("search", k, fetched = want, vectors = total);
+        let _enter = span.enter();
+        let started = std::time::Instant::now();
+        let result = match &self.filter {
+            Some(f) => unsafe {
+                let mut distances = vec![0f32; want];
+                let mut labels = vec![-1 as faiss_sys::idx_t; want];
+                let code = faiss_sys::faiss_Index_search_with_params(
+                    self.index.inner_ptr(),
+                    1,
+                    query.as_ptr(),
+                    want as faiss_sys::idx_t,
+                    f.params,
+                    distances.as_mut_ptr(),
+                    labels.as_mut_ptr(),
+                );
+                if code != 0 {
+                    return Err(ComputeError::Failed("FAISS search failed".into()));
+                }
+                labels.into_iter().zip(distances).collect::<Vec<_>>()
+            },
+            None => {
+                let r = self.index.search(query, want).map_err(|e| fail("FAISS search", e))?;
+                r.labels.iter().map(|l| l.get().map(|v| v as i64).unwrap_or(-1)).zip(r.distances).collect()
+            }
+        };
+        let exclude: HashSet<i64> = filter.exclude.iter().copied().collect();
+        let mut seen = HashSet::new();
+        let mut hits = Vec::with_capacity(k);
+        for (id, score) in result {
+            if id < 0 || exclude.contains(&id) || self.tombstones.contains(&id) || !seen.insert(id) {
+                continue;
+            }
+            hits.push(Hit { article_id: id, score });
+            if hits.len() == k {
+                break;
+            }
+        }
+        tracing::debug!(k, hits = hits.len(), us = started.elapsed().as_micros() as u64, "search done");
+        Ok(hits)
+    }
+
+    /// Saves atomically: index to a temporary file, fsync, rename; then the manifest the same way; then the folder.
+    pub fn save(&mut self, min_free_bytes: u64) -> Result<(), ComputeError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| fail(&format!("creating {}", self.dir.display()), e))?;
+        let needed = (self.ids.len() as u64 + self.duplicates as u64) * (self.dims as u64 * 4 + 8) * 2;
+        if let Ok(free) = fs2::available_space(&self.dir) {
+            if free < min_free_bytes.max(needed) {
+                return Err(ComputeError::Failed(format!(
+                    "not saving the index to {}: only {free} bytes free (need {} with the configured reserve)",
+                    self.dir.display(),
+                    min_free_bytes.max(needed)
+                )));
+            }
+        }
+        let span = tracing::debug_span!("index_save", vectors = self.ids.len());
+        let _enter = span.enter();
+        let tmp = self.dir.join(format!("{INDEX_FILE}.tmp"));
+        let final_path = self.dir.join(INDEX_FILE);
+        faiss::write_index(&self.index, tmp.to_str().ok_or_else(|| ComputeError::Failed("index path is not UTF-8".into()))?)
+            .map_err(|e| fail(&format!("writing {}", tmp.display()), e))?;
+        sync_file(&tmp)?;
+        let file_bytes = std::fs::metadata(&tmp).map_err(|e| fail("index file", e))?.len();
+        std::fs::rename(&tmp, &final_path).map_err(|e| fail(&format!("renaming {}", tmp.display()), e))?;
+        let m = Manifest {
+            format: 1,
+            model_version: self.version.clone(),
+            kind: self.kind,
+            dims: self.dims,
+            hnsw_m: self.hnsw_m,
+            count: self.index.ntotal(),
+            max_id: self.max_id,
+            checksum: format!("{:016x}", self.checksum),
+            file_bytes,
+            saved_at: crate::store::now_ms(),
+        };
+        write_atomic(&self.dir.join(MANIFEST_FILE), serde_json::to_string_pretty(&m).unwrap_or_default().as_bytes())?;
+        sync_dir(&self.dir);
+        self.unsaved = 0;
+        tracing::debug!(dir = %self.dir.display(), vectors = m.count, bytes = file_bytes, "index saved");
+        Ok(())
+    }
+}
+
+/// The id map of an `IDMap`/`IDMap2` index.
+fn id_map(index: &IndexImpl) -> Option<Vec<i64>> {
+    unsafe {
+        let p = faiss_sys::faiss_IndexIDMap_cast(index.inner_ptr());
+        if p.is_null() {
+            return None;
+        }
+        let mut ptr = std::ptr::null_mut();
+        let mut n = 0usize;
+        faiss_sys::faiss_IndexIDMap_id_map(p, &mut ptr, &mut n);
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        if ptr.is_null() {
+            return None;
+        }
+        Some(std::slice::from_raw_parts(ptr as *const i64, n).to_vec())
+    }
+}
+
+pub fn read_manifest(dir: &Path) -> Option<Manifest> {
+    std::fs::read_to_string(dir.join(MANIFEST_FILE)).ok().and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn sync_file(path: &Path) -> Result<(), ComputeError> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| fail(&format!("fsync {}", path.display()), e))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes a small file atomically (temporary file, fsync, rename).
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ComputeError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(|e| fail(&format!("creating {}", tmp.display()), e))?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| fail(&format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| fail(&format!("renaming {}", tmp.display()), e))?;
+    Ok(())
+}
+
+/// The folder of a model version's index under the index directory.
+pub fn version_dir(index_dir: &Path, version: &str) -> PathBuf {
+    let safe: String = version.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    index_dir.join(safe)
+}

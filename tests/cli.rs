@@ -1,0 +1,74 @@
+//! The real `newsd` binary driven the way users and scripts drive it: a config file, `--json` output, exit codes.
+
+use std::process::Command;
+
+use newsd::testkit::{corpus, squash, NewsServer};
+
+fn newsd(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_newsd")).arg("--config").arg(config).args(args).output().expect("run newsd")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crawl_status_and_extract_json() {
+    let articles: Vec<_> = corpus::load().unwrap().into_iter().filter(|a| a.source == "rte").take(12).collect();
+    let server = NewsServer::start(articles.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("newsd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"state\"\n[crawl]\nper_host_interval = \"0s\"\n\n[[sources]]\nname = \"rte\"\nurl = \"{}\"\nfull_text = true\n\n[[sources]]\nname = \"down\"\nurl = \"{}\"\n",
+            server.url("/feeds/rte"),
+            server.url("/faults/status/503")
+        ),
+    )
+    .unwrap();
+
+    let out = newsd(&config, &["crawl", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document on stdout");
+    assert_eq!(report["totals"]["new"], 12);
+    assert_eq!(report["totals"]["failed"], 1);
+    let down = report["sources"].as_array().unwrap().iter().find(|s| s["name"] == "down").unwrap();
+    assert_eq!(down["status"], "failed");
+    assert!(down["error"].as_str().unwrap().contains("/faults/status/503: HTTP 503"), "{down}");
+    assert!(dir.path().join("state/newsd.db").exists(), "database created relative to the config file");
+
+    let out = newsd(&config, &["status", "--json"]);
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["articles"], 12);
+    let rte = status["sources"].as_array().unwrap().iter().find(|s| s["name"] == "rte").unwrap();
+    assert_eq!((rte["articles"].as_i64(), rte["healthy"].as_bool()), (Some(12), Some(true)));
+
+    let a = articles.iter().find(|a| a.text.len() > 300).unwrap();
+    let out = newsd(&config, &["extract", &server.url(&format!("/articles/{}", a.id)), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["title"], squash(&a.title));
+    assert_eq!(squash(e["body"].as_str().unwrap()), squash(&a.text));
+    assert_eq!(e["method"], "general");
+    assert_eq!(e["charset"], "UTF-8");
+
+    // Only the broken source: every source failed -> exit status 2.
+    let out = newsd(&config, &["crawl", "--source", "down", "--force", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_config_is_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("newsd.toml");
+    std::fs::write(&config, "[crawl]\nconcurrency = 4\nuser_agnet = \"x\"\n").unwrap();
+    let out = newsd(&config, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", config.display())) && err.contains("user_agnet"), "{err}");
+
+    std::fs::write(&config, "[[sources]]\nname = \"x\"\nurl = \"not a url\"\n").unwrap();
+    let err = String::from_utf8_lossy(&newsd(&config, &["crawl"]).stderr).to_string();
+    assert!(err.contains(":3") && err.contains("invalid URL"), "{err}");
+
+    let err = String::from_utf8_lossy(&newsd(&dir.path().join("missing.toml"), &["status"]).stderr).to_string();
+    assert!(err.contains("missing.toml") && err.contains("cannot read config file"), "{err}");
+}
