@@ -628,14 +628,14 @@ fn builtin_story(rank: usize, d: &Draft) -> Story {
     if d.articles.len() == 1 {
         text.push_str(&format!("Reported only by {} ({}).", rep.source, fmt_date(published(rep))));
     } else {
+        let (f, l) = (first.map(fmt_date).unwrap_or_default(), last.map(fmt_date).unwrap_or_default());
         text.push_str(&format!(
-            "{} articles from {} source{} ({}), {} to {}.",
+            "{} articles from {} source{} ({}), {}.",
             d.articles.len(),
             d.sources.len(),
             if single { "" } else { "s" },
             d.sources.join(", "),
-            first.map(fmt_date).unwrap_or_default(),
-            last.map(fmt_date).unwrap_or_default()
+            if f == l { format!("on {f}") } else { format!("{f} to {l}") }
         ));
     }
     if single {
