@@ -45,6 +45,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a market analysis now: stories of the profile's window, similar past articles, the LLM (or the
+    /// built-in analysis); stores it and queues its notifications.
+    Analyze {
+        /// Analysis profile (default: analysis.default_profile, else the first).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Print the rendered prompt; call no LLM, store and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Analyse as of this time (RFC 3339 or YYYY-MM-DD) instead of now, to replay the past.
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver pending notifications now (retries that are due, in order), or manage the outbox.
+    Notify {
+        #[command(subcommand)]
+        action: Option<NotifyAction>,
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Embed every article that has no vector for the current model version and add it to the index.
     Embed {
         #[arg(long)]
@@ -101,6 +123,17 @@ enum SchedulesCommand {
         next: usize,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyAction {
+    /// Send a test message to one target now (outside the outbox).
+    Test { target: String },
+    /// Put dead-lettered notifications back in the queue (all, or one target's).
+    Requeue {
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -218,6 +251,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Analyze { profile, dry_run, at, json } => {
+            let config = load_config(&cli)?;
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            let app = App::open(config).await?;
+            let as_of = at.as_deref().map(newsd::analysis::parse_time).transpose()?;
+            let opts = newsd::analysis::AnalyzeOptions { profile: profile.clone(), dry_run: *dry_run, as_of };
+            let report = newsd::analysis::run_analyze_with(&app, &opts).await;
+            app.shutdown().await?;
+            let report = report?;
+            if *json {
+                print_json(&report)?;
+            } else if *dry_run {
+                match &report.prompt {
+                    Some(p) => println!("[system]\n{}\n\n[user]\n{}", p.system, p.user),
+                    None => println!("(no prompt: {})", report.doc.summary),
+                }
+                eprintln!(
+                    "dry run: {} articles, {} stories; template {} (sha256 {}); nothing stored or sent",
+                    report.window_articles, report.stories, report.template, &report.template_hash[..12]
+                );
+            } else {
+                println!("{}", report.text);
+                eprintln!(
+                    "analysis {} ({}): {} articles, {} stories, {} notification(s) queued{}",
+                    report.analysis_id.unwrap_or_default(),
+                    report.mode,
+                    report.window_articles,
+                    report.stories,
+                    report.notifications,
+                    report.llm_error.as_deref().map(|e| format!("; LLM failed: {e}")).unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Embed { json } => {
             let config = load_config(&cli)?;
             let _guard = logging::init(&config, LogMode::Cli)?;
@@ -241,6 +308,54 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify { action, json } => {
+            let config = load_config(&cli)?;
+            let _guard = logging::init(&config, LogMode::Cli)?;
+            let app = App::open(config).await?;
+            match action {
+                None => {
+                    let report = newsd::notify::run_dispatch(&app).await?;
+                    if *json {
+                        print_json(&report)?;
+                    } else {
+                        for r in &report.results {
+                            println!(
+                                "{:>6} {:<20} {:<9} attempt {:>2} {}",
+                                r.id,
+                                r.target,
+                                r.outcome,
+                                r.attempt,
+                                r.error.as_deref().unwrap_or("")
+                            );
+                        }
+                        println!(
+                            "{} sent: {} delivered, {} to retry, {} dead-lettered, {} deferred; {} pending, {} dead in total",
+                            report.attempted, report.delivered, report.retried, report.dead, report.deferred,
+                            report.pending_after, report.dead_total
+                        );
+                    }
+                    Ok(if report.attempted > 0 && report.delivered == 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+                }
+                Some(NotifyAction::Test { target }) => {
+                    let status = newsd::notify::send_test(&app, target).await?;
+                    if *json {
+                        print_json(&serde_json::json!({"target": target, "status": status}))?;
+                    } else {
+                        println!("{target}: delivered (HTTP {status})");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(NotifyAction::Requeue { target }) => {
+                    let n = app.store.requeue_dead(target.as_deref(), newsd::store::now_ms()).await?;
+                    if *json {
+                        print_json(&serde_json::json!({"requeued": n}))?;
+                    } else {
+                        println!("{n} notification(s) re-queued");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
         }
         Command::Reembed { quiet, json } => {
             let config = load_config(&cli)?;

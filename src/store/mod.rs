@@ -5,10 +5,12 @@
 //! backend they run on. Each backend has its own migration folder (`migrations/sqlite`, `migrations/postgres`)
 //! with the same tables; migrations are embedded in the binary and applied at open.
 
+mod analysis;
 mod articles;
 mod embeddings;
 mod sources;
 
+pub use analysis::{AnalysisRow, NewAnalysis, NewNotification, NotificationRow, OutboxCounts};
 pub use articles::{ArticleRow, NewArticle, PageUpdate};
 pub use embeddings::{vector_from_bytes, vector_to_bytes, ModelRow, PendingArticle};
 mod daemon;

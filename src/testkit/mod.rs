@@ -5,3 +5,8 @@ pub mod server;
 
 pub use corpus::{CorpusArticle, squash};
 pub use server::NewsServer;
+pub mod llm;
+pub mod webhook;
+
+pub use llm::{LlmReply, LlmServer};
+pub use webhook::{Reply, WebhookReceiver};

@@ -1,0 +1,362 @@
+//! Analyses and the notification outbox. An analysis and its notifications are written in one transaction;
+//! the dispatcher claims due rows (a lease in `next_attempt_at`), sends, then marks them delivered / retried / dead.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Result, Store};
+
+/// An analysis about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewAnalysis {
+    pub profile: String,
+    pub created_at: i64,
+    pub as_of: i64,
+    pub window_from: i64,
+    pub window_to: i64,
+    pub mode: String,
+    pub model: Option<String>,
+    pub template: String,
+    pub template_hash: String,
+    pub prompt: Option<String>,
+    pub llm_error: Option<String>,
+    /// JSON of the structured analysis.
+    pub doc: String,
+    pub text: String,
+    pub article_ids: Vec<i64>,
+    pub stories: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnalysisRow {
+    pub id: i64,
+    pub profile: String,
+    pub created_at: i64,
+    pub as_of: i64,
+    pub window_from: i64,
+    pub window_to: i64,
+    pub mode: String,
+    pub model: Option<String>,
+    pub template: String,
+    pub template_hash: String,
+    pub prompt: Option<String>,
+    pub llm_error: Option<String>,
+    pub doc: String,
+    pub text: String,
+    pub article_ids: Vec<i64>,
+    pub stories: i64,
+}
+
+/// A notification about to be put in the outbox.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub category: String,
+    pub target: String,
+    pub kind: String,
+    pub part: i64,
+    pub parts: i64,
+    pub idempotency_key: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub analysis_id: Option<i64>,
+    pub category: String,
+    pub target: String,
+    pub kind: String,
+    pub part: i64,
+    pub parts: i64,
+    pub idempotency_key: String,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub last_status: Option<i64>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub delivered: i64,
+    pub dead: i64,
+}
+
+const ANALYSIS_COLUMNS: &str = "id, profile, created_at, as_of, window_from, window_to, mode, model, template, \
+     template_hash, prompt, llm_error, doc, text, article_ids, stories";
+const NOTIFICATION_COLUMNS: &str = "id, analysis_id, category, target, kind, part, parts, idempotency_key, payload, \
+     status, attempts, next_attempt_at, last_error, last_status, created_at, delivered_at";
+
+fn analysis_from_row(row: &sqlx::any::AnyRow) -> Result<AnalysisRow> {
+    let ids: String = row.try_get("article_ids")?;
+    Ok(AnalysisRow {
+        id: row.try_get("id")?,
+        profile: row.try_get("profile")?,
+        created_at: row.try_get("created_at")?,
+        as_of: row.try_get("as_of")?,
+        window_from: row.try_get("window_from")?,
+        window_to: row.try_get("window_to")?,
+        mode: row.try_get("mode")?,
+        model: row.try_get("model")?,
+        template: row.try_get("template")?,
+        template_hash: row.try_get("template_hash")?,
+        prompt: row.try_get("prompt")?,
+        llm_error: row.try_get("llm_error")?,
+        doc: row.try_get("doc")?,
+        text: row.try_get("text")?,
+        article_ids: serde_json::from_str(&ids).unwrap_or_default(),
+        stories: row.try_get("stories")?,
+    })
+}
+
+fn notification_from_row(row: &sqlx::any::AnyRow) -> Result<NotificationRow> {
+    Ok(NotificationRow {
+        id: row.try_get("id")?,
+        analysis_id: row.try_get("analysis_id")?,
+        category: row.try_get("category")?,
+        target: row.try_get("target")?,
+        kind: row.try_get("kind")?,
+        part: row.try_get("part")?,
+        parts: row.try_get("parts")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        payload: row.try_get("payload")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+        last_status: row.try_get("last_status")?,
+        created_at: row.try_get("created_at")?,
+        delivered_at: row.try_get("delivered_at")?,
+    })
+}
+
+async fn insert_notification(
+    conn: &mut sqlx::AnyConnection,
+    analysis_id: Option<i64>,
+    n: &NewNotification,
+    now: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO notifications (analysis_id, category, target, kind, part, parts, idempotency_key, payload, \
+           status, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10) ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(analysis_id)
+    .bind(&n.category)
+    .bind(&n.target)
+    .bind(&n.kind)
+    .bind(n.part)
+    .bind(n.parts)
+    .bind(&n.idempotency_key)
+    .bind(&n.payload)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+impl Store {
+    /// Stores an analysis and the notifications built for it (given its id) in ONE transaction: either both exist
+    /// or neither does, so a crash can never lose the notifications of a stored analysis (transactional outbox).
+    pub async fn save_analysis<F>(&self, a: &NewAnalysis, notifications: F) -> anyhow::Result<(i64, usize)>
+    where
+        F: FnOnce(i64) -> anyhow::Result<Vec<NewNotification>>,
+    {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO analyses (profile, created_at, as_of, window_from, window_to, mode, model, template, \
+               template_hash, prompt, llm_error, doc, text, article_ids, stories) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+        )
+        .bind(&a.profile)
+        .bind(a.created_at)
+        .bind(a.as_of)
+        .bind(a.window_from)
+        .bind(a.window_to)
+        .bind(&a.mode)
+        .bind(a.model.clone())
+        .bind(&a.template)
+        .bind(&a.template_hash)
+        .bind(a.prompt.clone())
+        .bind(a.llm_error.clone())
+        .bind(&a.doc)
+        .bind(&a.text)
+        .bind(serde_json::to_string(&a.article_ids)?)
+        .bind(a.stories)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id: i64 = row.try_get(0)?;
+        let list = notifications(id)?;
+        let mut inserted = 0;
+        for n in &list {
+            if insert_notification(&mut tx, Some(id), n, a.created_at).await? {
+                inserted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok((id, inserted))
+    }
+
+    /// Puts notifications not tied to an analysis (operations alerts, tests) in the outbox; a key already present
+    /// is skipped. Returns how many were inserted.
+    pub async fn enqueue_notifications(&self, list: &[NewNotification], now: i64) -> Result<usize> {
+        let mut tx = self.pool().begin().await?;
+        let mut inserted = 0;
+        for n in list {
+            if insert_notification(&mut tx, None, n, now).await? {
+                inserted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// The latest analysis of a profile whose analysis time is not after `as_of` (replays of the past compare
+    /// against what came before them).
+    pub async fn previous_analysis(&self, profile: &str, as_of: i64) -> Result<Option<AnalysisRow>> {
+        let sql = format!(
+            "SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE profile = $1 AND as_of <= $2 ORDER BY as_of DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql).bind(profile).bind(as_of).fetch_optional(self.pool()).await?;
+        row.as_ref().map(analysis_from_row).transpose()
+    }
+
+    /// The latest analysis of any profile.
+    pub async fn latest_analysis(&self) -> Result<Option<AnalysisRow>> {
+        let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses ORDER BY id DESC LIMIT 1");
+        let row = sqlx::query(&sql).fetch_optional(self.pool()).await?;
+        row.as_ref().map(analysis_from_row).transpose()
+    }
+
+    pub async fn analysis(&self, id: i64) -> Result<Option<AnalysisRow>> {
+        let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(self.pool()).await?;
+        row.as_ref().map(analysis_from_row).transpose()
+    }
+
+    /// Pending notifications whose next attempt is due, oldest first.
+    pub async fn due_notifications(&self, now: i64, limit: i64) -> Result<Vec<NotificationRow>> {
+        let sql = format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY id LIMIT $2"
+        );
+        let rows = sqlx::query(&sql).bind(now).bind(limit).fetch_all(self.pool()).await?;
+        rows.iter().map(notification_from_row).collect()
+    }
+
+    /// Pending notifications (due or not), oldest first: the dispatcher keeps each target's messages in order.
+    pub async fn pending_notifications(&self, limit: i64) -> Result<Vec<NotificationRow>> {
+        let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE status = 'pending' ORDER BY id LIMIT $1");
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(self.pool()).await?;
+        rows.iter().map(notification_from_row).collect()
+    }
+
+    /// All notifications (tests, `notify --json`), optionally of one analysis.
+    pub async fn notifications(&self, analysis_id: Option<i64>) -> Result<Vec<NotificationRow>> {
+        let rows = match analysis_id {
+            Some(id) => {
+                let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE analysis_id = $1 ORDER BY id");
+                sqlx::query(&sql).bind(id).fetch_all(self.pool()).await?
+            }
+            None => {
+                let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications ORDER BY id");
+                sqlx::query(&sql).fetch_all(self.pool()).await?
+            }
+        };
+        rows.iter().map(notification_from_row).collect()
+    }
+
+    /// Claims a due notification for one send: counts the attempt and sets a lease (`next_attempt_at`) so that
+    /// another dispatcher does not send it meanwhile. If the process dies after sending and before marking, the
+    /// lease expires and the message is sent again, with the same idempotency key. False if someone else has it.
+    pub async fn claim_notification(&self, id: i64, now: i64, lease_until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1 \
+             WHERE id = $2 AND status = 'pending' AND next_attempt_at <= $3",
+        )
+        .bind(lease_until)
+        .bind(id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn mark_delivered(&self, id: i64, http_status: Option<i64>, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE notifications SET status = 'delivered', delivered_at = $1, last_status = $2, last_error = NULL \
+             WHERE id = $3",
+        )
+        .bind(now)
+        .bind(http_status)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub async fn mark_retry(&self, id: i64, error: &str, http_status: Option<i64>, next_attempt_at: i64) -> Result<()> {
+        sqlx::query("UPDATE notifications SET last_error = $1, last_status = $2, next_attempt_at = $3 WHERE id = $4")
+            .bind(error)
+            .bind(http_status)
+            .bind(next_attempt_at)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Dead-letters a notification: it stays in the table (for inspection and manual re-queueing), never sent again.
+    pub async fn mark_dead(&self, id: i64, error: &str, http_status: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE notifications SET status = 'dead', last_error = $1, last_status = $2 WHERE id = $3")
+            .bind(error)
+            .bind(http_status)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Puts dead notifications back in the queue (all, or one target's).
+    pub async fn requeue_dead(&self, target: Option<&str>, now: i64) -> Result<u64> {
+        let done = match target {
+            Some(t) => sqlx::query(
+                "UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = $1 \
+                 WHERE status = 'dead' AND target = $2",
+            )
+            .bind(now)
+            .bind(t)
+            .execute(self.pool())
+            .await?,
+            None => sqlx::query(
+                "UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = $1 WHERE status = 'dead'",
+            )
+            .bind(now)
+            .execute(self.pool())
+            .await?,
+        };
+        Ok(done.rows_affected())
+    }
+
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM notifications GROUP BY status").fetch_all(self.pool()).await?;
+        let mut c = OutboxCounts::default();
+        for r in rows {
+            let status: String = r.try_get(0)?;
+            let n: i64 = r.try_get(1)?;
+            match status.as_str() {
+                "pending" => c.pending = n,
+                "delivered" => c.delivered = n,
+                "dead" => c.dead = n,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+}
