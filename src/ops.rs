@@ -46,6 +46,8 @@ pub async fn alert_keyed(app: &App, kind: &str, key: &str, message: &str) {
     if let Err(e) = app.store.record_alert(kind, message).await {
         tracing::warn!(error = %e, "recording an operations alert");
     }
-    // WIRE: crate::notify::send_ops_alert(app, kind, message).await — delivery to the operations target
-    // (the notifier logs and swallows its own delivery errors).
+    // Queue it for the operations target (if one is configured); the dispatcher delivers it with retries.
+    if let Err(e) = crate::notify::enqueue_ops_alert(app, kind, message).await {
+        tracing::warn!(error = %e, "queueing an operations alert");
+    }
 }

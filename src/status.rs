@@ -14,6 +14,8 @@ pub struct Status {
     pub sources: Vec<SourceHealth>,
     /// Embeddings and the vector index (None when it cannot be read).
     pub index: Option<crate::index::IndexSummary>,
+    /// Notification outbox (pending, delivered, dead) and the last analysis.
+    pub notifications: Option<crate::notify::PendingSummary>,
     /// Scheduled jobs (and jobs with history that are no longer scheduled), by name.
     pub jobs: Vec<JobStatus>,
     /// Why the schedule directory could not be read, when it cannot.
@@ -98,6 +100,7 @@ pub async fn collect(app: &App) -> anyhow::Result<Status> {
         pending_pages: store.scalar_i64("SELECT COUNT(*) FROM articles WHERE page_status = 'pending'").await?,
         sources: store.source_health(&names).await?,
         index: crate::index::summary(app).await.ok(),
+        notifications: crate::notify::pending_summary(app).await.ok(),
         jobs,
         schedule_error,
     })
@@ -116,6 +119,12 @@ pub fn print_human(s: &Status) {
             ix.pending_embeddings.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
             ix.model_error.as_deref().map(|e| format!("; model: {e}")).unwrap_or_default()
         );
+    }
+    if let Some(n) = &s.notifications {
+        println!("notifications: {} pending, {} delivered, {} dead-lettered", n.pending, n.delivered, n.dead);
+        if let Some(a) = &n.last_analysis {
+            println!("last analysis: #{} profile {} at {} ({})", a.id, a.profile, fmt_ms(a.created_at), a.mode);
+        }
     }
     println!("sources:");
     for src in &s.sources {

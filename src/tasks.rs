@@ -65,10 +65,6 @@ impl TaskSpec {
     }
 }
 
-fn not_available(task: &str) -> anyhow::Result<serde_json::Value> {
-    anyhow::bail!("task {task} is not available in this build")
-}
-
 /// Runs one task to completion and returns its counters (a JSON document stored in the run history).
 pub async fn run_task(app: &App, task: &TaskSpec) -> anyhow::Result<serde_json::Value> {
     match task {
@@ -96,10 +92,16 @@ pub async fn run_task(app: &App, task: &TaskSpec) -> anyhow::Result<serde_json::
         }
         TaskSpec::Embed => Ok(serde_json::to_value(crate::embed::run_embed(app).await?)?),
         TaskSpec::Reembed => Ok(serde_json::to_value(crate::embed::run_reembed(app, false).await?)?),
-        // WIRE: Ok(serde_json::to_value(crate::analysis::run_analyze(app, profile.as_deref(), false).await?)?)
-        TaskSpec::Analyze { profile: _ } => not_available("analyze"),
-        // WIRE: Ok(serde_json::to_value(crate::notify::run_dispatch(app).await?)?)
-        TaskSpec::Notify => not_available("notify"),
+        TaskSpec::Analyze { profile } => {
+            let report = crate::analysis::run_analyze(app, profile.as_deref(), false).await?;
+            // Deliver what the analysis just queued now rather than at the next notify tick; failures stay queued.
+            let delivery = match crate::notify::run_dispatch(app).await {
+                Ok(d) => serde_json::to_value(d)?,
+                Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+            };
+            Ok(serde_json::json!({ "analysis": report, "delivery": delivery }))
+        }
+        TaskSpec::Notify => Ok(serde_json::to_value(crate::notify::run_dispatch(app).await?)?),
         TaskSpec::Prune => Ok(serde_json::to_value(crate::index::run_prune(app).await?)?),
         TaskSpec::Reindex => Ok(serde_json::to_value(crate::index::run_reindex(app).await?)?),
         TaskSpec::TestSleep { millis } => {
