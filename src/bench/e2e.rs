@@ -71,7 +71,8 @@ pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
     app.store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 
-    let per_hour = stored as f64 / total * 3600.0;
+    let indexed = embed.index_size as f64;
+    let per_hour = indexed / total * 3600.0;
     let embed_secs = embed.duration_ms as f64 / 1000.0;
     let embed_only = embed.embedded as f64 / embed_secs * 3600.0;
     println!(
@@ -85,7 +86,7 @@ pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
         crawl.totals.new, crawl_secs, crawl.totals.failed, embed.embedded, embed_secs, embed.articles_per_sec, embed.threads, embed.index_size
     );
     println!(
-        "RESULT e2e: {stored} articles crawled + stored + embedded + indexed in {total:.1} s = {per_hour:.0} articles/hour ({:.0}% of the embedding stage alone, {:.0} articles/hour; {:.0}x the guide's 962.6 documents/hour); peak RSS {:.0} MiB",
+        "RESULT e2e: {indexed:.0} of {stored} stored articles crawled + stored + embedded + indexed in {total:.1} s (the rest wait for a page retry) = {per_hour:.0} articles/hour ({:.0}% of the embedding stage alone, {:.0} articles/hour; {:.0}x the guide's 962.6 documents/hour); peak RSS {:.0} MiB",
         100.0 * per_hour / embed_only,
         embed_only,
         per_hour / 962.6,
