@@ -215,8 +215,12 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
     })
     .await;
     assert!(refused.detail.contains(&format!("a.toml:{bad_line}:")) && refused.detail.contains("invalid cron"), "{refused:?}");
-    let alerts = store.ops_alerts(20).await.unwrap();
-    assert!(alerts.iter().any(|a| a.kind == "schedule_refused" && a.message.contains("a.toml")), "{alerts:?}");
+    // The alert is recorded just after the reload event: wait for it rather than race it.
+    wait_for("the schedule_refused alert", LIMIT, &mut daemon, || async {
+        let alerts = store.ops_alerts(20).await.unwrap();
+        alerts.iter().any(|a| a.kind == "schedule_refused" && a.message.contains("a.toml")).then_some(())
+    })
+    .await;
     for job in ["crawl-a", "tick-b"] {
         let before = runs(&store, job).await.len();
         wait_for(&format!("{job} firing after the refused edit"), LIMIT, &mut daemon, || async {
