@@ -125,6 +125,11 @@ impl ComputeHandle {
         rx.await.map_err(|_| ComputeError::Unavailable("the compute worker stopped before answering".into()))?
     }
 
+    /// Requests queued for the worker and not yet taken (for metrics).
+    pub fn queue_depth(&self) -> usize {
+        self.shared.tx.max_capacity() - self.shared.tx.capacity()
+    }
+
     /// Embeds texts (L2-normalised vectors, `dims()` long), batched and queued behind other requests.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ComputeError> {
         if texts.is_empty() {

@@ -163,7 +163,17 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
     let dir = tmp.path();
     let port = free_port();
     write_config(dir, &[("cnn", server.url("/feeds/cnn"), false)], &format!("http_listen = \"127.0.0.1:{port}\""));
+    // The real model (scripts/setup.sh) for the embed job; the daemon loads it at start.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut config_text = std::fs::read_to_string(dir.join("newsd.toml")).unwrap();
+    config_text.push_str(&format!(
+        "\n[embed]\nmodel_dir = \"{}\"\nonnxruntime_library = \"{}\"\n",
+        repo.join("models/all-MiniLM-L6-v2").display(),
+        repo.join("models/onnxruntime/libonnxruntime.so.1.32.0").display()
+    ));
+    std::fs::write(dir.join("newsd.toml"), config_text).unwrap();
     write_schedule(dir, "a.toml", &job("crawl-a", "* * * * * *", "crawl", ""));
+    write_schedule(dir, "e.toml", &job("embed-e", "*/2 * * * * *", "embed", ""));
     // The test opens (creating and migrating) the database before the daemon so the two do not migrate at once.
     let store = open_store(dir).await;
     let mut daemon = Daemon::start(dir);
@@ -188,6 +198,12 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
     assert!(err.contains("already running") && err.contains("newsd.lock") && err.contains(&format!("pid {}", daemon.pid())), "{err}");
     assert!(daemon.alive());
 
+    // The embed job indexes what the crawls stored.
+    wait_for("an embed run that indexed the 12 articles", LIMIT, &mut daemon, || async {
+        runs(&store, "embed-e").await.into_iter().find(|r| r.outcome == "ok" && r.counters.as_ref().is_some_and(|c| c["index_size"] == 12))
+    })
+    .await;
+
     // /healthz and /metrics on loopback.
     let http = reqwest::Client::new();
     let health: serde_json::Value = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap().json().await.unwrap();
@@ -199,6 +215,11 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
     assert!(metrics.contains("newsd_articles_crawled_total 12"), "{metrics}");
     assert!(metrics.contains("newsd_articles_stored 12"), "{metrics}");
     assert!(metrics.contains("newsd_job_duration_seconds_bucket{"), "{metrics}");
+    assert!(metrics.contains("newsd_articles_embedded_total 12"), "{metrics}");
+    assert!(metrics.contains("newsd_index_vectors 12"), "{metrics}");
+    assert!(metrics.contains("newsd_embeddings_pending 0"), "{metrics}");
+    assert!(metrics.contains("newsd_compute_queue_depth 0"), "{metrics}");
+    assert!(metrics.contains("newsd_notifications_pending 0"), "{metrics}");
 
     // A new file is picked up without restart.
     write_schedule(dir, "b.toml", &job("tick-b", "* * * * * *", "_test_sleep", "duration = \"10ms\""));
@@ -261,6 +282,11 @@ async fn jobs_fire_reload_applies_refuses_and_removes_endpoints_answer_and_sigte
     let status = daemon.wait_exit(LIMIT).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
     assert!(daemon.log().contains("newsd daemon stopped"));
+    // The index was saved: its manifest holds every embedded article.
+    let version = store.active_model().await.unwrap().expect("an active model version").version;
+    let manifest = newsd::index::vector::read_manifest(&newsd::index::vector::version_dir(&dir.join("data/index"), &version))
+        .expect("index manifest saved");
+    assert_eq!(manifest.count, 12);
     let all = store.job_runs(None, 10_000).await.unwrap();
     assert!(all.iter().all(|r| r.outcome != "running"), "a run left running");
     assert_eq!(store.count_articles().await.unwrap(), 12);

@@ -505,9 +505,8 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
                     let repeated = previous_row.as_ref().is_some_and(|r| r.llm_error.is_some());
                     if repeated && !opts.dry_run {
                         let msg = format!("profile {:?}: LLM failed on two analyses in a row: {e}", profile.name);
-                        if let Err(e) = crate::notify::enqueue_ops_alert(app, "llm_failure", &msg).await {
-                            tracing::warn!("enqueueing an operations alert: {e:#}");
-                        }
+                        // Keyed by profile: the error text varies from call to call.
+                        crate::ops::alert_keyed(app, "llm_failure", &format!("llm_failure:{}", profile.name), &msg).await;
                     }
                 }
             }

@@ -70,6 +70,17 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     if let Ok(n) = s.app.store.scalar_i64("SELECT COUNT(*) FROM articles WHERE page_status = 'pending'").await {
         m.pages_pending.set(n);
     }
+    if let Ok(ix) = crate::index::summary(&s.app).await {
+        m.index_vectors.set(ix.index_size.unwrap_or(0) as i64);
+        m.embeddings_pending.set(ix.pending_embeddings.unwrap_or(0));
+    }
+    if let Some(h) = s.app.compute_if_started() {
+        m.compute_queue_depth.set(h.queue_depth() as i64);
+    }
+    if let Ok(n) = crate::notify::pending_summary(&s.app).await {
+        m.notifications_pending.set(n.pending);
+        m.notifications_dead.set(n.dead);
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         m.encode(),

@@ -43,6 +43,19 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     /// Operations alerts raised, by kind.
     pub alerts: Family<Labels, Counter>,
+    /// Articles embedded (vectors stored and indexed).
+    pub articles_embedded: Counter,
+    /// Notification delivery attempts by target and outcome (delivered, retry, dead).
+    pub notifications: Family<Labels, Counter>,
+    /// Vectors in the serving index (refreshed at each scrape).
+    pub index_vectors: Gauge,
+    /// Articles without a vector for the configured model version (refreshed at each scrape).
+    pub embeddings_pending: Gauge,
+    /// Requests waiting in the compute worker's queue (refreshed at each scrape).
+    pub compute_queue_depth: Gauge,
+    /// Notifications waiting for delivery, and dead-lettered ones (refreshed at each scrape).
+    pub notifications_pending: Gauge,
+    pub notifications_dead: Gauge,
 }
 
 #[derive(Clone)]
@@ -70,6 +83,20 @@ impl Metrics {
         r.register("newsd_schedule_reloads", "Schedule reloads by outcome", reloads.clone());
         let alerts = Family::<Labels, Counter>::default();
         r.register("newsd_ops_alerts", "Operations alerts raised, by kind", alerts.clone());
+        let articles_embedded = Counter::default();
+        r.register("newsd_articles_embedded", "Articles embedded and indexed", articles_embedded.clone());
+        let notifications = Family::<Labels, Counter>::default();
+        r.register("newsd_notifications", "Notification delivery attempts by target and outcome", notifications.clone());
+        let index_vectors = Gauge::default();
+        r.register("newsd_index_vectors", "Vectors in the serving index", index_vectors.clone());
+        let embeddings_pending = Gauge::default();
+        r.register("newsd_embeddings_pending", "Articles without a vector for the configured model", embeddings_pending.clone());
+        let compute_queue_depth = Gauge::default();
+        r.register("newsd_compute_queue_depth", "Requests waiting for the compute worker", compute_queue_depth.clone());
+        let notifications_pending = Gauge::default();
+        r.register("newsd_notifications_pending", "Notifications waiting for delivery", notifications_pending.clone());
+        let notifications_dead = Gauge::default();
+        r.register("newsd_notifications_dead", "Dead-lettered notifications", notifications_dead.clone());
         Metrics {
             registry: Mutex::new(r),
             named: Mutex::new(HashMap::new()),
@@ -81,6 +108,13 @@ impl Metrics {
             pages_pending,
             reloads,
             alerts,
+            articles_embedded,
+            notifications,
+            index_vectors,
+            embeddings_pending,
+            compute_queue_depth,
+            notifications_pending,
+            notifications_dead,
         }
     }
 

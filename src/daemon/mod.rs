@@ -145,6 +145,17 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     }
     daemon.runner.lock().await.start().await?;
     daemon.run_missed().await;
+    // Load the model and check the index against the database now (logging the thread settings and any rebuild)
+    // rather than at the first embed job; in the background, so signals and schedules are served meanwhile. A
+    // missing model is logged and leaves crawling and notifications running.
+    {
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = app.compute().await {
+                tracing::error!(error = %format!("{e:#}"), "compute worker not started; embed, search and analyze jobs will fail until this is fixed");
+            }
+        });
+    }
 
     // Watching is best effort: without it, SIGHUP still reloads.
     let (_watcher, mut changes) = match schedule::watch::watch(&dir, config.daemon.reload_debounce) {

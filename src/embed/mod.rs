@@ -133,6 +133,7 @@ async fn run(app: &App, bar: Option<&indicatif::ProgressBar>) -> anyhow::Result<
     }
     let index_size = h.info().await?.into_iter().find(|e| e.serving).map(|e| e.vectors).unwrap_or(0);
     let embedded: u64 = versions.iter().map(|v| v.embedded).sum();
+    crate::daemon::metrics::global().articles_embedded.inc_by(embedded);
     let secs = started.elapsed().as_secs_f64();
     Ok(EmbedReport {
         model_version: target,

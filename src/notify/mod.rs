@@ -414,12 +414,14 @@ pub async fn run_dispatch(app: &App) -> anyhow::Result<DispatchReport> {
                 result.error = Some(error);
             }
         }
+        crate::daemon::metrics::global()
+            .notifications
+            .get_or_create(&crate::daemon::metrics::labels(&[("target", &result.target), ("outcome", &result.outcome)]))
+            .inc();
         report.results.push(result);
     }
     for alert in dead_alerts {
-        if let Err(e) = enqueue_ops_alert(app, "notification_dead", &alert).await {
-            tracing::warn!("enqueueing an operations alert: {e:#}");
-        }
+        crate::ops::alert(app, "notification_dead", &alert).await;
     }
     let counts = app.store.outbox_counts().await?;
     report.pending_after = counts.pending;
