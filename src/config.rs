@@ -302,6 +302,10 @@ pub struct IndexConfig {
     /// `prune` also deletes the pruned articles from the database.
     #[serde(default)]
     pub prune_database: bool,
+    /// hnsw: `prune` rebuilds the index from the stored vectors when removed vectors (kept in the file as
+    /// tombstones, since FAISS cannot delete from HNSW) exceed this share of it. 1.0 never rebuilds.
+    #[serde(default = "default_rebuild_ratio")]
+    pub rebuild_tombstone_ratio: f64,
     /// Save the index after this many additions (and always at the end of a task and at shutdown).
     #[serde(default = "default_save_every")]
     pub save_every: usize,
@@ -315,6 +319,9 @@ fn default_hnsw_m() -> u32 {
 }
 fn default_ef_search() -> u32 {
     64
+}
+fn default_rebuild_ratio() -> f64 {
+    0.2
 }
 fn default_save_every() -> usize {
     2000

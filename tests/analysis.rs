@@ -448,6 +448,18 @@ async fn analysis_on_the_real_corpus_with_and_without_an_llm() {
     assert!(d.llm_error.as_deref().unwrap().contains("HTTP 500"), "{:?}", d.llm_error);
     assert_eq!(llm.requests().len(), 7, "1 retry after the failed call");
     assert!(d.text.contains("built-in analysis"));
+    // One failure is not an alert; the second analysis in a row that loses its LLM is, once per profile.
+    let llm_alerts = |alerts: Vec<newsd::store::OpsAlert>| {
+        alerts.into_iter().filter(|a| a.kind == "llm_failure" && a.message.contains("\"llm-down\"")).count()
+    };
+    assert_eq!(llm_alerts(app.store.ops_alerts(100).await.unwrap()), 0);
+    for _ in 0..2 {
+        let again = run_analyze_with(&app, &opts("llm-down", "2017-02-08T00:00:00Z")).await.unwrap();
+        assert_eq!(again.mode, "builtin");
+    }
+    let alerts = app.store.ops_alerts(100).await.unwrap();
+    assert_eq!(llm_alerts(alerts.clone()), 1, "{alerts:?}");
+    assert!(alerts.iter().any(|a| a.message.contains("LLM failed on two analyses in a row") && a.message.contains("HTTP 500")));
     let _ = now_ms();
 }
 

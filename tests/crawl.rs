@@ -115,13 +115,15 @@ async fn whole_corpus_is_stored_once_with_right_fields_and_second_crawl_is_not_m
 async fn faults_are_recorded_per_source_and_lose_nothing_from_the_others() {
     let corpus: Vec<_> = load_corpus().into_iter().filter(|a| a.source == "cnn").take(40).collect();
     let server = NewsServer::start(corpus.clone()).await.unwrap();
+    // A 429 with Retry-After pauses its whole host (see the next test), so the rate-limited source has its own.
+    let limiter = NewsServer::start(Vec::new()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sources = vec![
         source("good", server.url("/feeds/cnn"), true),
         source("malformed", server.url("/faults/malformed"), false),
         source("recoverable", server.url("/faults/recoverable"), false),
         source("error500", server.url("/faults/status/500"), false),
-        source("ratelimited", server.url("/faults/ratelimited"), false),
+        source("ratelimited", limiter.url("/faults/ratelimited"), false),
         source("slow", server.url("/faults/slow"), false),
         source("huge", server.url("/faults/huge"), false),
         source("huge-chunked", server.url("/faults/huge-chunked"), false),
@@ -187,10 +189,10 @@ async fn faults_are_recorded_per_source_and_lose_nothing_from_the_others() {
     assert_eq!(state("good").await.consecutive_failures, 0);
 
     // Next pass: failing sources are deferred (not hammered), the good one is not modified.
-    let hits_429 = server.hits("/faults/ratelimited");
+    let hits_429 = limiter.hits("/faults/ratelimited");
     let second = by_name(&crawler.crawl(&CrawlOptions::default()).await.unwrap());
     assert_eq!(second["ratelimited"].status, SourceStatus::Deferred);
-    assert_eq!(server.hits("/faults/ratelimited"), hits_429);
+    assert_eq!(limiter.hits("/faults/ratelimited"), hits_429);
     assert_eq!(second["error500"].status, SourceStatus::Deferred);
     assert_eq!(second["good"].status, SourceStatus::NotModified);
 
@@ -226,6 +228,84 @@ async fn failed_page_keeps_feed_text_and_is_retried_until_it_succeeds() {
     let original = corpus.iter().find(|a| a.id == victim).unwrap();
     assert_eq!(squash(&row.body), squash(&original.text));
     assert_eq!(store.count_articles().await.unwrap(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_429_with_retry_after_pauses_the_whole_host_and_loses_nothing() {
+    let corpus: Vec<_> = load_corpus().into_iter().filter(|a| a.source == "bbc" && a.text.len() > 500).take(10).collect();
+    let server = NewsServer::start(corpus.clone()).await.unwrap();
+    for a in &corpus {
+        server.force_status(&format!("/articles/{}", a.id), Some(429)); // with Retry-After: 60
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (crawler, store) = setup(dir.path(), vec![source("bbc", server.url("/feeds/bbc"), true)], |_| {}).await;
+    let r = crawler.crawl(&CrawlOptions::default()).await.unwrap();
+    // The first page's 429 pauses the host: the other nine pages are not requested at all.
+    let page_hits = server.requests().iter().filter(|(p, _)| p.starts_with("/articles/")).count();
+    assert_eq!(page_hits, 1, "{:?}", server.requests());
+    assert_eq!((r.totals.new, r.sources[0].pages_failed), (10, 10));
+    // Nothing is lost: every article is stored with its feed text and waits for a page retry.
+    let rows = all_articles(&store).await;
+    assert_eq!(rows.len(), 10);
+    assert!(rows.iter().all(|a| a.page_status == "pending" && a.extraction == "feed"));
+    let errors: Vec<&str> = rows.iter().map(|a| a.page_error.as_deref().unwrap_or("")).collect();
+    assert_eq!(errors.iter().filter(|e| e.contains("HTTP 429 (Retry-After 60s)")).count(), 1, "{errors:?}");
+    assert_eq!(errors.iter().filter(|e| e.contains("not fetched: the host asked to wait")).count(), 9, "{errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_to_another_host_obeys_that_hosts_robots_txt() {
+    let corpus: Vec<_> = load_corpus().into_iter().filter(|a| a.source == "cnn").take(5).collect();
+    let first = NewsServer::start(corpus.clone()).await.unwrap();
+    let other = NewsServer::start(corpus.clone()).await.unwrap(); // another port: another host and origin
+    let port = url::Url::parse(&other.url("/")).unwrap().port().unwrap();
+    first.set_robots("User-agent: *\nAllow: /\n");
+    other.set_robots("User-agent: *\nDisallow: /private/\n");
+    let dir = tempfile::tempdir().unwrap();
+    let sources = vec![
+        source("moved", first.url(&format!("/faults/moved/{port}/feeds/cnn")), false),
+        source("moved-private", first.url(&format!("/faults/moved/{port}/private/feed")), false),
+    ];
+    let (crawler, _store) = setup(dir.path(), sources, |_| {}).await;
+    let report = crawler.crawl(&CrawlOptions::default()).await.unwrap();
+    let r = by_name(&report);
+    // Followed to the other host, whose feed is read in full.
+    assert_eq!((r["moved"].status.clone(), r["moved"].new), (SourceStatus::Fetched, 5), "{:?}", r["moved"]);
+    // The other host's robots.txt forbids the target: it is never requested, and the error names the target URL.
+    let err = r["moved-private"].error.clone().unwrap_or_default();
+    assert!(err.contains("disallowed by robots.txt") && err.contains(&other.url("/private/feed")), "{err}");
+    assert_eq!(other.hits("/private/feed"), 0);
+    assert_eq!(other.hits("/robots.txt"), 1, "robots.txt is read once per host and cached");
+    assert_eq!(first.hits("/private/feed"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_failing_several_crawls_in_a_row_raises_one_alert() {
+    let corpus: Vec<_> = load_corpus().into_iter().filter(|a| a.source == "cnn").take(3).collect();
+    let server = NewsServer::start(corpus).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().to_path_buf();
+    config.crawl.per_host_interval = Duration::ZERO;
+    // No back-off, so every pass retries the broken source (the scheduled daemon would wait between them).
+    config.crawl.backoff_base = Duration::ZERO;
+    config.crawl.backoff_max = Duration::ZERO;
+    config.daemon.source_failure_alert = 3;
+    config.sources = vec![source("good", server.url("/feeds/cnn"), false), source("broken", server.url("/faults/status/500"), false)];
+    let app = newsd::app::App::open(config).await.unwrap();
+    let alerts = || async {
+        let all = app.store.ops_alerts(100).await.unwrap();
+        all.into_iter().filter(|a| a.kind == "source_failing").map(|a| a.message).collect::<Vec<_>>()
+    };
+    for pass in 1..=5 {
+        // A crawl with one failed source out of two is a successful run: the failure is the source's, not the job's.
+        newsd::tasks::run_task(&app, &newsd::tasks::TaskSpec::Crawl { sources: vec![] }).await.unwrap();
+        assert_eq!(alerts().await.len(), usize::from(pass >= 3), "after pass {pass}: {:?}", alerts().await);
+    }
+    assert_eq!(server.hits("/faults/status/500"), 5);
+    let msg = &alerts().await[0];
+    assert!(msg.contains("source broken has failed 3 crawls in a row") && msg.contains("HTTP 500"), "{msg}");
+    assert!(msg.contains(&server.url("/faults/status/500")), "the alert names the URL: {msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

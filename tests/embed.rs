@@ -362,6 +362,7 @@ async fn prune_removes_old_articles_flat_and_hnsw() {
         let cfg = config(dir.path(), |c| {
             c.index.kind = kind.into();
             c.index.retention = Some(Duration::from_secs(30 * 86400));
+            c.index.rebuild_tombstone_ratio = 1.0; // keep the tombstones: their filtering is tested below
         });
         let app = App::open(cfg.clone()).await.unwrap();
         let now = newsd::store::now_ms();
@@ -383,6 +384,7 @@ async fn prune_removes_old_articles_flat_and_hnsw() {
         let probe = app.store.vectors(&old[..1], &version).await.unwrap()[&old[0]].clone();
         let r = newsd::index::run_prune(&app).await.unwrap();
         assert_eq!((r.removed_from_index, r.vectors_deleted, r.articles_deleted, r.index_size), (8, 8, 0, 8), "{kind}");
+        assert!(!r.rebuilt);
         let h = app.compute().await.unwrap();
         let hits = h.search(probe.clone(), 16, SearchFilter::default()).await.unwrap();
         assert_eq!(hits.len(), 8, "{kind}");
@@ -415,4 +417,48 @@ async fn prune_removes_old_articles_flat_and_hnsw() {
         assert_eq!(app.store.count_articles().await.unwrap(), 8);
         app.shutdown().await.unwrap();
     }
+}
+
+/// hnsw with the default `index.rebuild_tombstone_ratio`: a prune that removes half the index rebuilds it, so no
+/// tombstone stays in memory or on disk, and searches still never return a pruned article.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_rebuilds_an_hnsw_index_that_would_be_mostly_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |c| {
+        c.index.kind = "hnsw".into();
+        c.index.retention = Some(Duration::from_secs(30 * 86400));
+    });
+    assert_eq!(cfg.index.rebuild_tombstone_ratio, 0.2);
+    let app = App::open(cfg.clone()).await.unwrap();
+    let now = newsd::store::now_ms();
+    // 3 of 12 old: 25% of the index would be tombstones, over the 20% default.
+    let ids = insert_corpus(&app.store, &cfg, 12, 23, |i, a| {
+        if i % 4 != 0 {
+            a.published_at = Some(now - 86_400_000);
+        }
+    })
+    .await;
+    let no_retention = App::open(config(dir.path(), |c| c.index.kind = "hnsw".into())).await.unwrap();
+    assert_eq!(newsd::embed::run_embed(&no_retention).await.unwrap().embedded, 12);
+    no_retention.shutdown().await.unwrap();
+    drop(no_retention);
+
+    let old: Vec<i64> = ids.iter().copied().enumerate().filter(|(i, _)| i % 4 == 0).map(|(_, id)| id).collect();
+    let version = app.compute().await.unwrap().model_version().to_string();
+    let probe = app.store.vectors(&old[..1], &version).await.unwrap()[&old[0]].clone();
+    let r = newsd::index::run_prune(&app).await.unwrap();
+    assert_eq!((r.removed_from_index, r.index_size, r.rebuilt), (3, 9, true));
+    let h = app.compute().await.unwrap();
+    let info = h.info().await.unwrap();
+    assert_eq!((info[0].vectors, info[0].tombstones), (9, 0));
+    let hits = h.search(probe, 12, SearchFilter::default()).await.unwrap();
+    assert_eq!(hits.len(), 9);
+    assert!(hits.iter().all(|x| !old.contains(&x.article_id)));
+    app.shutdown().await.unwrap();
+    drop(app);
+    // The rebuilt file is what a restart loads: 9 vectors, no tombstones.
+    let app = App::open(cfg).await.unwrap();
+    let info = app.compute().await.unwrap().info().await.unwrap();
+    assert_eq!((info[0].vectors, info[0].tombstones), (9, 0));
+    app.shutdown().await.unwrap();
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER};
+use reqwest::header::{HeaderMap, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
@@ -24,6 +24,9 @@ pub enum FetchError {
     TooManyRedirects(String),
     #[error("{url}: response body exceeds {limit} bytes")]
     TooLarge { url: String, limit: usize },
+    /// Not requested: the host answered 429/503 with a Retry-After that has not passed yet.
+    #[error("{url}: not fetched: the host asked to wait (Retry-After), {}s left", wait.as_secs())]
+    HostBackoff { url: String, wait: Duration },
     #[error("{0}: disallowed by robots.txt")]
     RobotsDisallowed(String),
     #[error("{0}: invalid URL")]
@@ -47,6 +50,12 @@ pub enum Fetched {
     NotModified,
 }
 
+/// One request's outcome: a final answer, or where the server redirects to.
+enum Hop {
+    Done(Fetched),
+    Redirect(url::Url),
+}
+
 #[derive(Debug)]
 pub struct Page {
     pub final_url: String,
@@ -55,8 +64,13 @@ pub struct Page {
     pub validators: Validators,
 }
 
-/// Per-host gate: holding the lock is the host's one connection; `last` spaces requests out.
+/// Per-host gate: holding the lock is the host's one connection; the instant is when the next request may start
+/// (the minimum interval after the last one, or later when the host sent Retry-After).
 type HostGate = Arc<tokio::sync::Mutex<Option<Instant>>>;
+
+/// Longest a request waits in line for a host's Retry-After; longer waits fail fast with `HostBackoff` (the page
+/// stays pending and is retried by a later crawl) instead of holding the crawl up.
+const HOST_WAIT_MAX: Duration = Duration::from_secs(5);
 type RobotsSlot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<RobotsRules>)>>>;
 
 #[derive(Clone)]
@@ -85,7 +99,9 @@ impl Fetcher {
             .user_agent(&config.user_agent)
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::limited(config.max_redirects))
+            // Redirects are followed in `fetch`, hop by hop, so every hop (often another host) gets its own
+            // robots.txt check and per-host spacing.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(1)
             .build()?;
         // robots.txt groups are matched on the product token ("newsd" in "newsd/0.1 (...)").
@@ -105,34 +121,49 @@ impl Fetcher {
         hosts.entry(host.to_string()).or_default().clone()
     }
 
-    /// Fetches a URL politely: robots.txt first (cached per host), then the request itself.
+    /// Fetches a URL politely: robots.txt first (cached per host), then the request itself; redirects are followed
+    /// up to `max_redirects`, each hop checked against its own host's robots.txt and spaced like any request.
     pub async fn fetch(&self, url: &str, validators: Option<&Validators>) -> Result<Fetched, FetchError> {
-        let parsed = url::Url::parse(url).map_err(|_| FetchError::InvalidUrl(url.to_string()))?;
-        if self.config.respect_robots_txt && !self.robots_allowed(&parsed).await? {
-            return Err(FetchError::RobotsDisallowed(url.to_string()));
+        let mut current = url::Url::parse(url).map_err(|_| FetchError::InvalidUrl(url.to_string()))?;
+        for _hop in 0..=self.config.max_redirects {
+            if self.config.respect_robots_txt && !self.robots_allowed(&current).await? {
+                return Err(FetchError::RobotsDisallowed(current.to_string()));
+            }
+            match self.fetch_raw(&current, validators).await? {
+                Hop::Done(fetched) => return Ok(fetched),
+                Hop::Redirect(next) => current = next,
+            }
         }
-        self.fetch_raw(&parsed, validators).await
+        Err(FetchError::TooManyRedirects(url.to_string()))
     }
 
-    /// One request under the global and per-host limits, no robots.txt check.
-    async fn fetch_raw(&self, url: &url::Url, validators: Option<&Validators>) -> Result<Fetched, FetchError> {
+    /// One request under the global and per-host limits, no robots.txt check, no redirect followed.
+    async fn fetch_raw(&self, url: &url::Url, validators: Option<&Validators>) -> Result<Hop, FetchError> {
         let host_key = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
         let gate = self.host_gate(&host_key);
-        let mut last = gate.lock().await;
-        if let Some(prev) = *last {
-            let ready = prev + self.config.per_host_interval;
+        let mut not_before = gate.lock().await;
+        if let Some(ready) = *not_before {
             let now = Instant::now();
             if ready > now {
-                tokio::time::sleep(ready - now).await;
+                let wait = ready - now;
+                if wait > HOST_WAIT_MAX.max(self.config.per_host_interval) {
+                    return Err(FetchError::HostBackoff { url: url.to_string(), wait });
+                }
+                tokio::time::sleep(wait).await;
             }
         }
         let _permit = self.global.acquire().await.map_err(|e| FetchError::Other(e.to_string()))?;
         let result = self.request(url, validators).await;
-        *last = Some(Instant::now());
+        let mut next = Instant::now() + self.config.per_host_interval;
+        if let Err(FetchError::Status { retry_after: Some(d), .. }) = &result {
+            // The whole host is rate limited, not only this URL: later requests to it wait too.
+            next = next.max(Instant::now() + (*d).min(self.config.retry_after_max));
+        }
+        *not_before = Some(next);
         result
     }
 
-    async fn request(&self, url: &url::Url, validators: Option<&Validators>) -> Result<Fetched, FetchError> {
+    async fn request(&self, url: &url::Url, validators: Option<&Validators>) -> Result<Hop, FetchError> {
         let u = url.as_str();
         let mut req = self.client.get(url.clone());
         if let Some(v) = validators {
@@ -146,7 +177,19 @@ impl Fetcher {
         let mut resp = req.send().await.map_err(|e| map_reqwest(u, e))?;
         let status = resp.status();
         if status == StatusCode::NOT_MODIFIED {
-            return Ok(Fetched::NotModified);
+            return Ok(Hop::Done(Fetched::NotModified));
+        }
+        if status.is_redirection() {
+            let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok());
+            let next = location.and_then(|l| url.join(l).ok()).filter(|n| matches!(n.scheme(), "http" | "https"));
+            return match next {
+                Some(next) => Ok(Hop::Redirect(next)),
+                None => Err(FetchError::Other(format!(
+                    "{u}: HTTP {} redirect without a usable Location ({})",
+                    status.as_u16(),
+                    location.unwrap_or("missing")
+                ))),
+            };
         }
         if !status.is_success() {
             let retry_after = if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
@@ -170,7 +213,12 @@ impl Fetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Fetched::Body(Page { final_url, body, content_type: header(&headers, CONTENT_TYPE), validators: validators_of(&headers) }))
+        Ok(Hop::Done(Fetched::Body(Page {
+            final_url,
+            body,
+            content_type: header(&headers, CONTENT_TYPE),
+            validators: validators_of(&headers),
+        })))
     }
 
     async fn robots_allowed(&self, url: &url::Url) -> Result<bool, FetchError> {
@@ -200,15 +248,24 @@ impl Fetcher {
         robots_url.set_path("/robots.txt");
         robots_url.set_query(None);
         robots_url.set_fragment(None);
-        match self.fetch_raw(&robots_url, None).await {
-            Ok(Fetched::Body(page)) => match texting_robots::Robot::new(&self.robots_agent, &page.body) {
+        // robots.txt redirects are followed within its limit, without robots checks of their own (RFC 9309 2.3.1.2).
+        let mut fetched = self.fetch_raw(&robots_url, None).await;
+        for _hop in 0..self.config.max_redirects.min(5) {
+            match fetched {
+                Ok(Hop::Redirect(next)) => fetched = self.fetch_raw(&next, None).await,
+                _ => break,
+            }
+        }
+        match fetched {
+            Ok(Hop::Redirect(_)) => RobotsRules::DisallowAll(format!("{robots_url}: too many redirects")),
+            Ok(Hop::Done(Fetched::Body(page))) => match texting_robots::Robot::new(&self.robots_agent, &page.body) {
                 Ok(robot) => RobotsRules::Rules(robot),
                 Err(e) => {
                     tracing::warn!(url = %robots_url, error = %e, "unparsable robots.txt, treating as no rules");
                     RobotsRules::AllowAll
                 }
             },
-            Ok(Fetched::NotModified) => RobotsRules::AllowAll,
+            Ok(Hop::Done(Fetched::NotModified)) => RobotsRules::AllowAll,
             Err(FetchError::Status { code, .. }) if (400..500).contains(&code) => RobotsRules::AllowAll,
             Err(e) => RobotsRules::DisallowAll(format!("robots.txt unavailable ({e})")),
         }

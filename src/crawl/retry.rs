@@ -20,6 +20,7 @@ pub enum RetryClass {
 pub fn classify(err: &FetchError) -> RetryClass {
     match err {
         FetchError::Status { retry_after: Some(d), .. } => RetryClass::After(*d),
+        FetchError::HostBackoff { wait, .. } => RetryClass::After(*wait),
         FetchError::Status { code, .. } if *code == 429 || *code == 408 || *code >= 500 => RetryClass::Backoff,
         FetchError::Status { .. } => RetryClass::Permanent,
         FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Body(_) => RetryClass::Backoff,
@@ -72,6 +73,8 @@ mod tests {
         assert_eq!(classify(&s(503, None)), RetryClass::Backoff);
         assert_eq!(classify(&s(500, None)), RetryClass::Backoff);
         assert_eq!(classify(&s(404, None)), RetryClass::Permanent);
+        let deferred = FetchError::HostBackoff { url: "u".into(), wait: Duration::from_secs(42) };
+        assert_eq!(classify(&deferred), RetryClass::After(Duration::from_secs(42)));
         assert_eq!(classify(&FetchError::Timeout("u".into())), RetryClass::Backoff);
         assert_eq!(classify(&FetchError::RobotsDisallowed("u".into())), RetryClass::Permanent);
         assert_eq!(classify(&FetchError::TooLarge { url: "u".into(), limit: 1 }), RetryClass::Permanent);

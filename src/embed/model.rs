@@ -310,3 +310,62 @@ pub fn normalize(v: &mut [f32]) {
         v.iter_mut().for_each(|x| *x /= n);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn settings_come_from_the_models_own_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bge-small");
+        write(&dir, "model.onnx", "0123456789");
+        write(&dir, "config.json", r#"{"hidden_size": 512, "num_attention_heads": 8}"#);
+        write(&dir, "sentence_bert_config.json", r#"{"max_seq_length": 128, "do_lower_case": false}"#);
+        write(&dir, "1_Pooling/config.json", r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#);
+        let spec = ModelSpec::from_dir(&dir).unwrap();
+        assert_eq!((spec.dims, spec.max_tokens, spec.pooling, spec.normalize), (512, 128, Pooling::Cls, true));
+        // Without a declared version, the folder name and model size identify the vectors.
+        assert_eq!(spec.version, "bge-small-10");
+    }
+
+    #[test]
+    fn newsd_model_toml_overrides_the_model_files_and_the_config_overrides_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m");
+        write(&dir, "config.json", r#"{"hidden_size": 512}"#);
+        write(&dir, "1_Pooling/config.json", r#"{"pooling_mode_cls_token": true}"#);
+        write(&dir, "newsd-model.toml", "dims = 384\npooling = \"mean\"\nversion = \"mini-v1\"\nnormalize = false\n");
+        let spec = ModelSpec::from_dir(&dir).unwrap();
+        assert_eq!((spec.dims, spec.pooling, spec.version.as_str(), spec.normalize), (384, Pooling::Mean, "mini-v1", false));
+        assert_eq!(spec.max_tokens, 256, "default when nothing says");
+
+        let mut config = Config::default();
+        config.embed.model_dir = dir.clone();
+        config.embed.pooling = Some("CLS".into());
+        config.embed.max_tokens = Some(64);
+        config.embed.model_version = Some("mini-v2".into());
+        let spec = ModelSpec::from_config(&config).unwrap();
+        assert_eq!((spec.dims, spec.pooling, spec.max_tokens, spec.version.as_str()), (384, Pooling::Cls, 64, "mini-v2"));
+    }
+
+    #[test]
+    fn bad_model_settings_are_refused_with_the_file_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m");
+        write(&dir, "newsd-model.toml", "dimz = 3\n");
+        let err = ModelSpec::from_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("newsd-model.toml") && err.contains("dimz"), "{err}");
+        write(&dir, "newsd-model.toml", "pooling = \"max\"\n");
+        let err = ModelSpec::from_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("unknown pooling \"max\""), "{err}");
+        let err = ModelSpec::from_dir(&tmp.path().join("absent")).unwrap_err().to_string();
+        assert!(err.contains("model folder not found") && err.contains("scripts/setup.sh"), "{err}");
+    }
+}

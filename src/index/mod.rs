@@ -89,6 +89,8 @@ pub struct PruneReport {
     pub vectors_deleted: u64,
     pub articles_deleted: u64,
     pub index_size: usize,
+    /// hnsw: the index was rebuilt to drop its tombstones (`index.rebuild_tombstone_ratio`).
+    pub rebuilt: bool,
     pub duration_ms: u64,
 }
 
@@ -104,6 +106,7 @@ pub async fn run_prune(app: &App) -> anyhow::Result<PruneReport> {
             vectors_deleted: 0,
             articles_deleted: 0,
             index_size: 0,
+            rebuilt: false,
             duration_ms: 0,
         });
     };
@@ -117,9 +120,21 @@ pub async fn run_prune(app: &App) -> anyhow::Result<PruneReport> {
     } else {
         (app.store.delete_embeddings(&ids).await?, 0)
     };
+    // HNSW cannot delete: removed vectors stay in the file as tombstones, costing memory and search time. Past the
+    // configured share, rebuild from the stored vectors (which no longer hold the pruned ones).
+    let mut rebuilt = false;
+    for e in h.info().await? {
+        let share = e.tombstones as f64 / (e.vectors + e.tombstones).max(1) as f64;
+        if e.tombstones > 0 && share > app.config.index.rebuild_tombstone_ratio {
+            h.reset(&e.version).await?;
+            let why = format!("{} of {} vectors removed", e.tombstones, e.vectors + e.tombstones);
+            crate::compute::reconcile(&h, &app.store, &e.version, Some(why)).await?;
+            rebuilt = true;
+        }
+    }
     h.save(false).await?;
     let index_size = h.info().await?.into_iter().find(|e| e.serving).map(|e| e.vectors).unwrap_or(0);
-    tracing::info!(removed, vectors_deleted, articles_deleted, index_size, "pruned articles older than the retention");
+    tracing::info!(removed, vectors_deleted, articles_deleted, index_size, rebuilt, "pruned articles older than the retention");
     Ok(PruneReport {
         retention_secs: Some(retention.as_secs()),
         cutoff_ms: Some(cutoff),
@@ -127,6 +142,7 @@ pub async fn run_prune(app: &App) -> anyhow::Result<PruneReport> {
         vectors_deleted,
         articles_deleted,
         index_size,
+        rebuilt,
         duration_ms: started.elapsed().as_millis() as u64,
     })
 }

@@ -546,6 +546,17 @@ profile = "evening"
         let set = load_dir(&root.join("schedules"), Some(&cfg)).unwrap();
         assert!(set.jobs.values().any(|j| matches!(j.task, TaskSpec::Crawl { .. })));
         assert!(set.jobs.values().any(|j| j.task == TaskSpec::Embed));
-        assert!(set.jobs.values().any(|j| matches!(j.task, TaskSpec::Analyze { .. })));
+        // Each analysis job names its own profile, and the profile exists in the shipped config.
+        let profiles: Vec<_> = set
+            .jobs
+            .values()
+            .filter_map(|j| match &j.task {
+                TaskSpec::Analyze { profile } => Some(profile.clone().expect("analysis job names its profile")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(profiles.len(), 2);
+        assert_ne!(profiles[0], profiles[1]);
+        assert!(profiles.iter().all(|p| cfg.analysis.profiles.iter().any(|c| &c.name == p)));
     }
 }

@@ -41,6 +41,8 @@ pub struct ArticleRow {
     pub language: Option<String>,
     pub extraction: String,
     pub page_status: String,
+    /// Why the article's page could not be fetched or read (last attempt), while `page_status` is pending/failed.
+    pub page_error: Option<String>,
 }
 
 /// New content for an article whose page was fetched (or failed) after the feed item was stored.
@@ -62,7 +64,7 @@ pub struct PageUpdate {
 const IN_CHUNK: usize = 500;
 
 pub(crate) const ARTICLE_COLUMNS: &str = "a.id, a.url, s.name AS source, a.title, a.body, a.published_at, a.fetched_at, \
-     a.content_hash, a.language, a.extraction, a.page_status";
+     a.content_hash, a.language, a.extraction, a.page_status, a.page_error";
 
 pub(crate) fn article_from_row(row: &sqlx::any::AnyRow) -> Result<ArticleRow> {
     Ok(ArticleRow {
@@ -77,6 +79,7 @@ pub(crate) fn article_from_row(row: &sqlx::any::AnyRow) -> Result<ArticleRow> {
         language: row.try_get("language")?,
         extraction: row.try_get("extraction")?,
         page_status: row.try_get("page_status")?,
+        page_error: row.try_get("page_error")?,
     })
 }
 

@@ -88,6 +88,7 @@ impl NewsServer {
             .route("/faults/huge", get(huge))
             .route("/faults/huge-chunked", get(huge_chunked))
             .route("/faults/loop", get(redirect_loop))
+            .route("/faults/moved/{port}/{*path}", get(moved))
             .route("/kr/feed", get(korean_feed))
             .route("/kr/{n}", get(korean_page))
             .with_state(state.clone());
@@ -124,7 +125,7 @@ impl NewsServer {
         *self.state.robots.lock().unwrap() = text.to_string();
     }
 
-    /// Makes `path` answer `code` until cleared with `None`.
+    /// Makes `path` answer `code` until cleared with `None` (a 429 carries `Retry-After: 60`).
     pub fn force_status(&self, path: &str, code: Option<u16>) {
         let mut m = self.state.forced_status.lock().unwrap();
         match code {
@@ -145,7 +146,15 @@ impl Drop for NewsServer {
 fn log(state: &ServerState, path: String) -> Option<Response> {
     let forced = state.forced_status.lock().unwrap().get(&path).copied();
     state.log.lock().unwrap().push((path, Instant::now()));
-    forced.map(|c| StatusCode::from_u16(c).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response())
+    forced.map(|c| {
+        let code = StatusCode::from_u16(c).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if code == StatusCode::TOO_MANY_REQUESTS {
+            // A forced 429 asks for a minute's pause, as rate limiters do.
+            (code, [(header::RETRY_AFTER, "60")]).into_response()
+        } else {
+            code.into_response()
+        }
+    })
 }
 
 async fn robots(State(s): State<Arc<ServerState>>) -> Response {
@@ -393,6 +402,12 @@ async fn huge_chunked(State(s): State<Arc<ServerState>>) -> Response {
 async fn redirect_loop(State(s): State<Arc<ServerState>>) -> Response {
     log(&s, "/faults/loop".into());
     (StatusCode::FOUND, [(header::LOCATION, "/faults/loop")]).into_response()
+}
+
+/// `/faults/moved/PORT/PATH` redirects to `http://127.0.0.1:PORT/PATH`: another host, as far as politeness goes.
+async fn moved(State(s): State<Arc<ServerState>>, Path((port, path)): Path<(u16, String)>) -> Response {
+    log(&s, format!("/faults/moved/{port}/{path}"));
+    (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, format!("http://127.0.0.1:{port}/{path}"))]).into_response()
 }
 
 /// Korean text for the EUC-KR pages (real Korean, written for this test).
