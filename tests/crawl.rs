@@ -251,6 +251,34 @@ async fn page_429_with_retry_after_pauses_the_whole_host_and_loses_nothing() {
     let errors: Vec<&str> = rows.iter().map(|a| a.page_error.as_deref().unwrap_or("")).collect();
     assert_eq!(errors.iter().filter(|e| e.contains("HTTP 429 (Retry-After 60s)")).count(), 1, "{errors:?}");
     assert_eq!(errors.iter().filter(|e| e.contains("not fetched: the host asked to wait")).count(), 9, "{errors:?}");
+    // Only the requested page used up an attempt: the other nine keep all of theirs for when the host is back.
+    let attempts = store.scalar_i64("SELECT SUM(page_attempts) FROM articles").await.unwrap();
+    assert_eq!(attempts, 1);
+    let pass2 = crawler.crawl(&CrawlOptions { sources: vec![], force: true }).await.unwrap();
+    assert_eq!(pass2.sources[0].pages_retried, 10);
+    assert_eq!(store.scalar_i64("SELECT SUM(page_attempts) FROM articles").await.unwrap(), 1, "still paused: nothing requested");
+    assert_eq!(server.requests().iter().filter(|(p, _)| p.starts_with("/articles/")).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_retry_after_defers_its_other_feeds_without_counting_a_failure() {
+    let corpus: Vec<_> = load_corpus().into_iter().filter(|a| a.source == "cnn").take(3).collect();
+    let server = NewsServer::start(corpus).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = vec![source("limited", server.url("/faults/ratelimited"), false), source("neighbour", server.url("/feeds/cnn"), false)];
+    let (crawler, store) = setup(dir.path(), sources, |_| {}).await;
+    let only = |name: &str| CrawlOptions { sources: vec![name.to_string()], force: false };
+    let first = crawler.crawl(&only("limited")).await.unwrap();
+    assert!(first.sources[0].error.as_deref().unwrap_or("").contains("Retry-After 120s"), "{:?}", first.sources[0]);
+    // Same host, asked to wait 120 s: the neighbour's feed is not requested, and that is not its failure.
+    let second = crawler.crawl(&only("neighbour")).await.unwrap();
+    let n = &second.sources[0];
+    assert_eq!(n.status, SourceStatus::Deferred, "{n:?}");
+    assert!(n.error.as_deref().unwrap_or("").contains("the host asked to wait"), "{n:?}");
+    assert_eq!(server.hits("/feeds/cnn"), 0);
+    let health = store.source_health(&["neighbour".to_string()]).await.unwrap();
+    assert_eq!((health[0].consecutive_failures, health[0].last_error.clone()), (0, None));
+    assert_eq!(store.source_health(&["limited".to_string()]).await.unwrap()[0].consecutive_failures, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

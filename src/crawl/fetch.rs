@@ -229,7 +229,8 @@ impl Fetcher {
             match &*cached {
                 Some((at, rules)) if at.elapsed() < ROBOTS_TTL => rules.clone(),
                 _ => {
-                    let rules = Arc::new(self.load_robots(url).await);
+                    // A host pausing us (Retry-After) is not an answer about robots.txt: nothing is cached.
+                    let rules = Arc::new(self.load_robots(url).await?);
                     *cached = Some((Instant::now(), rules.clone()));
                     rules
                 }
@@ -243,7 +244,7 @@ impl Fetcher {
     }
 
     /// RFC 9309: 4xx means no rules; 5xx or unreachable means "assume disallowed" until it can be read.
-    async fn load_robots(&self, url: &url::Url) -> RobotsRules {
+    async fn load_robots(&self, url: &url::Url) -> Result<RobotsRules, FetchError> {
         let mut robots_url = url.clone();
         robots_url.set_path("/robots.txt");
         robots_url.set_query(None);
@@ -256,7 +257,7 @@ impl Fetcher {
                 _ => break,
             }
         }
-        match fetched {
+        Ok(match fetched {
             Ok(Hop::Redirect(_)) => RobotsRules::DisallowAll(format!("{robots_url}: too many redirects")),
             Ok(Hop::Done(Fetched::Body(page))) => match texting_robots::Robot::new(&self.robots_agent, &page.body) {
                 Ok(robot) => RobotsRules::Rules(robot),
@@ -267,8 +268,9 @@ impl Fetcher {
             },
             Ok(Hop::Done(Fetched::NotModified)) => RobotsRules::AllowAll,
             Err(FetchError::Status { code, .. }) if (400..500).contains(&code) => RobotsRules::AllowAll,
+            Err(e @ FetchError::HostBackoff { .. }) => return Err(e),
             Err(e) => RobotsRules::DisallowAll(format!("robots.txt unavailable ({e})")),
-        }
+        })
     }
 }
 

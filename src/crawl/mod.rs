@@ -233,6 +233,14 @@ impl Crawler {
                 }
                 Err(e) => self.fail(src, state, e.to_string(), &FetchError::Other(String::new())).await,
             },
+            Err(FetchError::HostBackoff { wait, .. }) => {
+                // Not requested: another request to this host got a Retry-After. Not this source's failure, so its
+                // health and back-off are left alone; the next pass after the wait fetches it.
+                let mut r = SourceReport::new(&src.name, SourceStatus::Deferred);
+                r.next_fetch_at = Some(rfc3339(now + wait.as_millis() as i64));
+                r.error = Some(format!("{}: the host asked to wait (Retry-After) after another request", src.url));
+                r
+            }
             Err(e) => self.fail(src, state, e.to_string(), &e).await,
         };
         report.pages_retried = retried;
@@ -303,7 +311,7 @@ impl Crawler {
 
     async fn build_articles(&self, src: &SourceConfig, source_id: i64, language: Option<String>, chunk: &[(String, feed::FeedItem)], r: &mut SourceReport) -> Vec<NewArticle> {
         let fetched_at = now_ms();
-        let pages: Vec<Option<Result<Extracted, String>>> = if src.full_text {
+        let pages: Vec<Option<Result<Extracted, PageFailure>>> = if src.full_text {
             futures::stream::iter(chunk.iter().map(|(url, _)| self.fetch_page(url, src)))
                 .buffered(self.config.crawl.concurrency.max(1))
                 .map(Some)
@@ -342,11 +350,12 @@ impl Crawler {
                         a.page_status = "ok".into();
                         a.page_attempts = 1;
                     }
-                    Some(Err(error)) => {
+                    Some(Err(failure)) => {
                         r.pages_failed += 1;
+                        let error = failure.message;
                         tracing::warn!(%url, %error, "page failed; feed text kept");
-                        a.page_attempts = 1;
-                        a.page_status = if 1 < max_attempts { "pending".into() } else { "failed".into() };
+                        a.page_attempts = i64::from(failure.attempted);
+                        a.page_status = if a.page_attempts < max_attempts { "pending".into() } else { "failed".into() };
                         a.page_error = Some(error);
                     }
                 }
@@ -356,19 +365,23 @@ impl Crawler {
             .collect()
     }
 
-    async fn fetch_page(&self, url: &str, src: &SourceConfig) -> Result<Extracted, String> {
-        let page = match self.fetcher.fetch(url, None).await.map_err(|e| e.to_string())? {
-            Fetched::Body(p) => p,
-            Fetched::NotModified => return Err(format!("{url}: unexpected 304")),
+    async fn fetch_page(&self, url: &str, src: &SourceConfig) -> Result<Extracted, PageFailure> {
+        let page = match self.fetcher.fetch(url, None).await {
+            Ok(Fetched::Body(p)) => p,
+            Ok(Fetched::NotModified) => return Err(PageFailure::attempted(format!("{url}: unexpected 304"))),
+            Err(e @ FetchError::HostBackoff { .. }) => return Err(PageFailure { message: e.to_string(), attempted: false }),
+            Err(e) => return Err(PageFailure::attempted(e.to_string())),
         };
-        let _slot = self.extract_slots.acquire().await.map_err(|e| e.to_string())?;
+        let _slot = self.extract_slots.acquire().await.map_err(|e| PageFailure::attempted(e.to_string()))?;
         let selectors = src.selectors.clone();
         let final_url = page.final_url.clone();
         tokio::task::spawn_blocking(move || {
             extract(&page.body, page.content_type.as_deref(), &final_url, selectors.as_ref()).map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| format!("{url}: extraction panicked: {e}"))?
+        .map_err(|e| format!("{url}: extraction panicked: {e}"))
+        .and_then(|r| r)
+        .map_err(PageFailure::attempted)
     }
 
     async fn retry_pending_pages(&self, src: &SourceConfig, source_id: i64, r: &mut SourceReport) -> anyhow::Result<()> {
@@ -401,10 +414,12 @@ impl Crawler {
                         charset: Some(e.charset.into()),
                         page_status: "ok".into(),
                         page_error: None,
+                        attempted: true,
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(%url, %error, attempts = attempts + 1, "page retry failed");
+                Err(PageFailure { message: error, attempted }) => {
+                    let attempts = attempts + i64::from(attempted);
+                    tracing::warn!(%url, %error, attempts, "page retry failed");
                     PageUpdate {
                         id,
                         title: None,
@@ -413,14 +428,29 @@ impl Crawler {
                         content_hash: None,
                         extraction: None,
                         charset: None,
-                        page_status: if attempts + 1 < max_attempts { "pending".into() } else { "failed".into() },
+                        page_status: if attempts < max_attempts { "pending".into() } else { "failed".into() },
                         page_error: Some(error),
+                        attempted,
                     }
                 }
             });
         }
         self.store.update_pages(&updates).await?;
         Ok(())
+    }
+}
+
+/// Why an article page was not read, and whether the attempt counts toward `max_page_attempts` (it does not when
+/// the page was never requested because its host asked us to wait).
+#[derive(Clone)]
+struct PageFailure {
+    message: String,
+    attempted: bool,
+}
+
+impl PageFailure {
+    fn attempted(message: String) -> PageFailure {
+        PageFailure { message, attempted: true }
     }
 }
 

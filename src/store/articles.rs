@@ -58,6 +58,8 @@ pub struct PageUpdate {
     /// ok | failed | pending (to try again later)
     pub page_status: String,
     pub page_error: Option<String>,
+    /// The page was requested (counts toward `max_page_attempts`); false when the host asked us to wait.
+    pub attempted: bool,
 }
 
 /// SQLite's default limit on bound parameters is 32766; stay far below it.
@@ -174,7 +176,7 @@ impl Store {
                 "UPDATE articles SET title = COALESCE($1, title), body = COALESCE($2, body), \
                    published_at = COALESCE(published_at, $3), content_hash = COALESCE($4, content_hash), \
                    extraction = COALESCE($5, extraction), charset = COALESCE($6, charset), page_status = $7, \
-                   page_error = $8, page_attempts = page_attempts + 1 WHERE id = $9",
+                   page_error = $8, page_attempts = page_attempts + $9 WHERE id = $10",
             )
             .bind(u.title.clone())
             .bind(u.body.clone())
@@ -184,6 +186,7 @@ impl Store {
             .bind(u.charset.clone())
             .bind(&u.page_status)
             .bind(u.page_error.clone())
+            .bind(i64::from(u.attempted))
             .bind(u.id)
             .execute(&mut *tx)
             .await?;
