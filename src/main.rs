@@ -385,7 +385,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{:>2}. {:.3}  {}  [{}, {}]", i + 1, r.score, r.title, r.source, newsd::status::fmt_ms(r.published_at));
                     println!("           {}", r.url);
                 }
-                if report.results.is_empty() {
+                if report.results.is_empty() && report.index_size == 0 {
+                    println!("no results: the index is empty (`newsd crawl`, then `newsd embed`, fill it)");
+                } else if report.results.is_empty() {
                     println!("no results");
                 }
             }

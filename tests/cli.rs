@@ -50,6 +50,31 @@ async fn crawl_status_and_extract_json() {
     assert_eq!(e["method"], "general");
     assert_eq!(e["charset"], "UTF-8");
 
+    // Search: an empty index says so; after `embed`, the article found by its own title comes first.
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[embed]\nmodel_dir = \"{}\"\nonnxruntime_library = \"{}\"\n",
+        repo.join("models/all-MiniLM-L6-v2").display(),
+        repo.join("models/onnxruntime/libonnxruntime.so.1.32.0").display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let out = newsd(&config, &["search", &a.title]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the index is empty"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = newsd(&config, &["embed", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let embedded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Articles whose page is still pending wait for it before they are embedded.
+    let n = embedded["embedded"].as_u64().unwrap();
+    assert!(n >= 10, "{embedded}");
+    let out = newsd(&config, &["search", &a.title, "-k", "3", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["index_size"].as_u64(), Some(n));
+    assert_eq!(found["results"].as_array().unwrap().len(), 3);
+    assert_eq!(found["results"][0]["title"], squash(&a.title));
+
     // Only the broken source: every source failed -> exit status 2.
     let out = newsd(&config, &["crawl", "--source", "down", "--force", "--json"]);
     assert_eq!(out.status.code(), Some(2));

@@ -30,6 +30,8 @@ pub struct SearchReport {
     pub k: usize,
     pub since_ms: Option<i64>,
     pub took_ms: f64,
+    /// Vectors in the serving index when the search ran.
+    pub index_size: usize,
     pub results: Vec<SearchResult>,
 }
 
@@ -76,6 +78,7 @@ pub async fn search(app: &App, query: &str, k: usize, since: Option<Duration>) -
         k,
         since_ms,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        index_size: size,
         results,
     })
 }
