@@ -129,9 +129,8 @@ pub async fn run_prune(app: &App) -> anyhow::Result<PruneReport> {
     for e in h.info().await? {
         let share = e.tombstones as f64 / (e.vectors + e.tombstones).max(1) as f64;
         if e.tombstones > 0 && share > app.config.index.rebuild_tombstone_ratio {
-            h.reset(&e.version).await?;
             let why = format!("{} of {} vectors removed", e.tombstones, e.vectors + e.tombstones);
-            crate::compute::reconcile(&h, &app.store, &e.version, Some(why)).await?;
+            rebuild(app, &h, &e.version, why).await?;
             rebuilt = true;
         }
     }
@@ -163,14 +162,19 @@ pub struct ReindexedVersion {
     pub vectors: usize,
 }
 
+/// Empties one version's index and refills it from the stored vectors (logged with `why`).
+async fn rebuild(app: &App, h: &crate::compute::ComputeHandle, version: &str, why: String) -> anyhow::Result<()> {
+    h.reset(version).await?;
+    crate::compute::reconcile(h, &app.store, version, Some(why)).await
+}
+
 /// Rebuilds every index from the stored vectors (drops hnsw tombstones, applies a changed index kind).
 pub async fn run_reindex(app: &App) -> anyhow::Result<ReindexReport> {
     let started = Instant::now();
     let h = app.compute().await?;
     let mut versions = Vec::new();
     for e in h.info().await? {
-        h.reset(&e.version).await?;
-        crate::compute::reconcile(&h, &app.store, &e.version, Some("reindex requested".into())).await?;
+        rebuild(app, &h, &e.version, "reindex requested".into()).await?;
     }
     for e in h.info().await? {
         versions.push(ReindexedVersion { version: e.version, kind: e.kind, vectors: e.vectors });
