@@ -168,6 +168,11 @@ pub(crate) fn is_block(name: &str) -> bool {
 /// html5ever's tree builder scans its stack of open elements per tag, so parse cost grows with depth times tags.
 pub(crate) const MAX_NESTING: usize = 256;
 
+/// How many unclosed formatting elements [`limit_nesting`] lets through. The parser re-creates every one of them
+/// (attributes differing, so its "Noah's Ark" cap of 3 does not apply) inside each later paragraph, so this
+/// multiplies the node count of a sloppy page; text loses only bold, italics and links beyond it.
+const MAX_OPEN_FORMATTING: usize = 32;
+
 /// A linear pre-pass that bounds how deep html5ever will nest elements: past `max_depth` open elements, start tags
 /// (and their end tags) are dropped, their text kept (a dropped block tag leaves a line break, so words do not run
 /// together). Elements that cannot hold themselves (void elements, `p`, `li`, `td` and the like, which the parser
@@ -218,7 +223,7 @@ pub(crate) fn limit_nesting(html: &str, max_depth: usize) -> Cow<'_, str> {
             // The tokenizer reads everything up to the matching end tag as text: so do we.
             i = raw_text_end(b, i, &lname);
         } else if is_formatting(&lname) {
-            if formatting >= max_depth {
+            if formatting >= max_depth.min(MAX_OPEN_FORMATTING) {
                 drop = true;
             } else {
                 formatting += 1;
@@ -592,6 +597,37 @@ mod tests {
             assert_eq!(e.body, "The central bank held rates steady on Tuesday, and the benchmark index rose two percent.");
             eprintln!("depth {depth}: html_to_text {fragment_s:.3} s CPU, extract {page_s:.3} s CPU");
         }
+    }
+
+    /// Other shapes that make html5ever nest or rescan: unclosed elements the parser re-opens or does not close.
+    /// Each must come back with all its text (no crash); --nocapture prints the CPU time of each.
+    #[test]
+    fn hostile_shapes_are_read_whole() {
+        let n = 50_000;
+        let shapes: [(&str, fn(usize) -> String); 10] = [
+            ("unclosed p", |i| format!("<p>w{i} ")),
+            ("unclosed li", |i| format!("<li>w{i} ")),
+            ("unclosed a", |i| format!("<a href=\"/{i}\">w{i} ")),
+            ("b with distinct attributes, closed by p", |i| format!("<p><b id=\"b{i}\">w{i} </p>")),
+            ("unclosed font in divs", |i| format!("<div><font size=\"{}\">w{i} </div>", i % 7)),
+            ("nested tables", |i| format!("<table><tr><td>w{i} ")),
+            ("headings with spans", |i| format!("<h2><span>w{i} ")),
+            ("ruby", |i| format!("<rt>w{i} ")),
+            ("options and b", |i| format!("<option><b>w{i} ")),
+            ("self-closed divs", |i| format!("<div/>w{i} ")),
+        ];
+        for (name, shape) in shapes {
+            let html: String = (0..n).map(shape).collect();
+            let words: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
+            let t0 = thread_cpu();
+            let text = html_to_text(&html);
+            let s = thread_cpu() - t0;
+            assert_eq!(squash(&text), words.join(" "), "{name}");
+            eprintln!("{name} x{n}: {s:.3} s CPU");
+        }
+        // SVG's self-closing elements do not count, its open ones do (its text is not read: svg is hidden).
+        let svg = format!("<svg>{}{}</svg>after", "<path d=\"M0 0\"/>".repeat(n), "<g>".repeat(n));
+        assert_eq!(html_to_text(&svg), "after");
     }
 
     /// The cost without the nesting bound, for comparison (html5ever alone; the old recursive walkers crashed
