@@ -13,6 +13,8 @@ pub struct App {
     pub store: Store,
     /// The compute worker (ONNX model + FAISS index), started on first use by `App::compute()`.
     pub compute: Arc<tokio::sync::OnceCell<crate::compute::ComputeHandle>>,
+    /// Operations alerts raised recently (their repeat window), per app rather than per process.
+    pub alerts: Arc<crate::ops::AlertWindow>,
 }
 
 impl App {
@@ -24,7 +26,12 @@ impl App {
 
     pub async fn open(config: Config) -> anyhow::Result<App> {
         let store = Store::from_config(&config).await?;
-        Ok(App { config: Arc::new(config), store, compute: Arc::new(tokio::sync::OnceCell::new()) })
+        Ok(App {
+            config: Arc::new(config),
+            store,
+            compute: Arc::new(tokio::sync::OnceCell::new()),
+            alerts: Arc::default(),
+        })
     }
 
     pub fn crawler(&self) -> anyhow::Result<Crawler> {

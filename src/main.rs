@@ -315,7 +315,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::open(config).await?;
             match action {
                 None => {
-                    let report = newsd::notify::run_dispatch(&app).await?;
+                    let mut report = newsd::notify::run_dispatch(&app).await?;
+                    newsd::ops::alert_dead_letters(&app, &report.dead_letters).await;
+                    // The alerts just queued are pending too.
+                    report.pending_after = app.store.outbox_counts().await?.pending;
                     if *json {
                         print_json(&report)?;
                     } else {

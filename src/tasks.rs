@@ -3,6 +3,7 @@
 //! returned JSON document is stored as the run's counters.
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::crawl::{CrawlOptions, SourceStatus};
@@ -67,6 +68,12 @@ impl TaskSpec {
 
 /// Runs one task to completion and returns its counters (a JSON document stored in the run history).
 pub async fn run_task(app: &App, task: &TaskSpec) -> anyhow::Result<serde_json::Value> {
+    run_task_until(app, task, &CancellationToken::new()).await
+}
+
+/// [`run_task`] that tasks able to stop at a clean point (the notification dispatcher, between messages) end
+/// early once `stop` is cancelled (daemon shutdown); the others ignore it.
+pub async fn run_task_until(app: &App, task: &TaskSpec, stop: &CancellationToken) -> anyhow::Result<serde_json::Value> {
     match task {
         TaskSpec::Crawl { sources } => {
             let opts = CrawlOptions { sources: sources.clone(), force: false };
@@ -95,13 +102,13 @@ pub async fn run_task(app: &App, task: &TaskSpec) -> anyhow::Result<serde_json::
         TaskSpec::Analyze { profile } => {
             let report = crate::analysis::run_analyze(app, profile.as_deref(), false).await?;
             // Deliver what the analysis just queued now rather than at the next notify tick; failures stay queued.
-            let delivery = match crate::notify::run_dispatch(app).await {
+            let delivery = match dispatch(app, stop).await {
                 Ok(d) => serde_json::to_value(d)?,
                 Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
             };
             Ok(serde_json::json!({ "analysis": report, "delivery": delivery }))
         }
-        TaskSpec::Notify => Ok(serde_json::to_value(crate::notify::run_dispatch(app).await?)?),
+        TaskSpec::Notify => Ok(serde_json::to_value(dispatch(app, stop).await?)?),
         TaskSpec::Prune => Ok(serde_json::to_value(crate::index::run_prune(app).await?)?),
         TaskSpec::Reindex => Ok(serde_json::to_value(crate::index::run_reindex(app).await?)?),
         TaskSpec::TestSleep { millis } => {
@@ -110,6 +117,15 @@ pub async fn run_task(app: &App, task: &TaskSpec) -> anyhow::Result<serde_json::
         }
         TaskSpec::TestPanic => panic!("_test_panic: deliberate panic for the tests"),
     }
+}
+
+/// One dispatcher pass (secrets from the environment), then the operations alerts for its dead letters.
+async fn dispatch(app: &App, stop: &CancellationToken) -> anyhow::Result<crate::notify::DispatchReport> {
+    let mut report = crate::notify::Dispatcher::from_env(&app.config.notify).with_stop(stop.clone()).run(app).await?;
+    crate::ops::alert_dead_letters(app, &report.dead_letters).await;
+    // The alerts just queued are pending too.
+    report.pending_after = app.store.outbox_counts().await?.pending;
+    Ok(report)
 }
 
 /// Reports a source once when its consecutive failures reach `daemon.source_failure_alert`.

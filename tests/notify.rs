@@ -9,6 +9,7 @@ use std::time::Duration;
 use newsd::analysis::doc::{Analogue, AnalysisDoc, ArticleRef, Story, StoryStatus};
 use newsd::config::TargetConfig;
 use newsd::notify::config::TargetKind;
+use newsd::notify::{Credentials, DispatchReport, Dispatcher, TargetSecrets};
 use newsd::store::{now_ms, NewAnalysis};
 use newsd::testkit::{Reply, WebhookReceiver};
 use newsd::{App, Config};
@@ -26,10 +27,16 @@ fn target(name: &str, kind: TargetKind, url_env: &str, secret_env: Option<&str>)
     }
 }
 
-/// Points `var` at the receiver's `/hook/name` (names are unique per test: tests in one process share env vars).
-fn set_env(var: &str, value: &str) {
-    // SAFETY-ish: every test uses its own variable names, so concurrent tests never race on the same variable.
-    unsafe { std::env::set_var(var, value) };
+/// Secrets for the targets, given directly (the config only names environment variables, which these tests
+/// never set: `set_var` beside threads that read the environment is undefined behaviour).
+fn creds(entries: &[(&str, String, Option<&str>)]) -> Credentials {
+    entries.iter().fold(Credentials::new(), |c, (name, url, key)| {
+        let s = TargetSecrets::new(url.clone());
+        c.with(name, match key {
+            Some(k) => s.with_signing_key(*k),
+            None => s,
+        })
+    })
 }
 
 async fn app_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> App {
@@ -132,12 +139,20 @@ async fn store_analysis(app: &App, doc: &AnalysisDoc, targets: &[&str]) -> i64 {
     id
 }
 
+/// One pass as the daemon runs it: the dispatcher, then the operations alerts for its dead letters.
+async fn pass(app: &App, creds: &Credentials) -> DispatchReport {
+    let mut r = Dispatcher::new(creds.clone()).run(app).await.unwrap();
+    newsd::ops::alert_dead_letters(app, &r.dead_letters).await;
+    r.pending_after = app.store.outbox_counts().await.unwrap().pending;
+    r
+}
+
 /// Runs dispatcher passes until nothing is pending (or `max_passes`), returning every report.
-async fn dispatch_until_idle(app: &App, max_passes: usize) -> Vec<(i64, newsd::notify::DispatchReport)> {
+async fn dispatch_until_idle(app: &App, creds: &Credentials, max_passes: usize) -> Vec<(i64, DispatchReport)> {
     let mut out = Vec::new();
     for _ in 0..max_passes {
         let before = now_ms();
-        let r = newsd::notify::run_dispatch(app).await.unwrap();
+        let r = pass(app, creds).await;
         let pending = r.pending_after;
         out.push((before, r));
         if pending == 0 {
@@ -148,13 +163,23 @@ async fn dispatch_until_idle(app: &App, max_passes: usize) -> Vec<(i64, newsd::n
     out
 }
 
+async fn store_many(app: &App, n: usize, targets: &[&str]) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(store_analysis(app, &sample_doc(1), targets).await);
+    }
+    ids
+}
+
+/// Idempotency keys of the pending/delivered rows of `target`, oldest first.
+async fn keys_of(app: &App, target: &str) -> Vec<String> {
+    app.store.notifications(None).await.unwrap().into_iter().filter(|r| r.target == target).map(|r| r.idempotency_key).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_through_500_and_429_then_every_message_arrives_once_within_limits() {
     let rx = WebhookReceiver::start(SECRET).await.unwrap();
-    set_env("NEWSD_T1_SLACK", &rx.url("slack"));
-    set_env("NEWSD_T1_DISCORD", &rx.url("discord"));
-    set_env("NEWSD_T1_HOOK", &rx.url("hook"));
-    set_env("NEWSD_T1_SECRET", SECRET);
+    let creds = creds(&[("slack", rx.url("slack"), None), ("discord", rx.url("discord"), None), ("hook", rx.url("hook"), Some(SECRET))]);
     let dir = tempfile::tempdir().unwrap();
     let app = app_with(dir.path(), |c| {
         c.notify.targets = vec![
@@ -178,7 +203,7 @@ async fn retries_through_500_and_429_then_every_message_arrives_once_within_limi
     rx.script("discord", [Reply::TooMany(1), Reply::Status(503)]);
     rx.script("hook", [Reply::Status(500), Reply::Status(502)]);
 
-    let passes = dispatch_until_idle(&app, 200).await;
+    let passes = dispatch_until_idle(&app, &creds, 200).await;
     let last = &passes.last().unwrap().1;
     assert_eq!(last.pending_after, 0, "everything delivered after recovery: {last:#?}");
     // 429 Retry-After: 1 was honoured (next attempt at least 1 s after the pass started, not the 20-100 ms backoff).
@@ -241,7 +266,7 @@ async fn retries_through_500_and_429_then_every_message_arrives_once_within_limi
 
     // A message marked delivered is never sent again.
     let seen = rx.received().len();
-    let r = newsd::notify::run_dispatch(&app).await.unwrap();
+    let r = pass(&app, &creds).await;
     assert_eq!(r.attempted, 0);
     assert_eq!(rx.received().len(), seen);
 }
@@ -249,10 +274,7 @@ async fn retries_through_500_and_429_then_every_message_arrives_once_within_limi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_after_max_attempts_or_a_permanent_4xx_and_alerts_the_ops_target() {
     let rx = WebhookReceiver::start(SECRET).await.unwrap();
-    set_env("NEWSD_T2_BAD", &rx.url("bad"));
-    set_env("NEWSD_T2_GONE", &rx.url("gone"));
-    set_env("NEWSD_T2_OPS", &rx.url("ops"));
-    set_env("NEWSD_T2_SECRET", SECRET);
+    let creds = creds(&[("bad", rx.url("bad"), Some(SECRET)), ("gone", rx.url("gone"), None), ("ops", rx.url("ops"), None)]);
     let dir = tempfile::tempdir().unwrap();
     let app = app_with(dir.path(), |c| {
         c.notify.targets = vec![
@@ -267,7 +289,7 @@ async fn dead_letters_after_max_attempts_or_a_permanent_4xx_and_alerts_the_ops_t
     rx.script("bad", std::iter::repeat_n(Reply::Status(500), 10));
     rx.script("gone", [Reply::Status(404)]);
     let id = store_analysis(&app, &sample_doc(2), &["bad", "gone"]).await;
-    dispatch_until_idle(&app, 100).await;
+    dispatch_until_idle(&app, &creds, 100).await;
 
     let rows = app.store.notifications(Some(id)).await.unwrap();
     let bad = rows.iter().find(|r| r.target == "bad").unwrap();
@@ -284,17 +306,19 @@ async fn dead_letters_after_max_attempts_or_a_permanent_4xx_and_alerts_the_ops_t
     assert!(texts.iter().any(|t| t.contains(&bad.idempotency_key)), "{texts:?}");
     assert!(texts.iter().any(|t| t.contains("HTTP 404")), "{texts:?}");
 
-    // The same alert is not enqueued twice within the dedup period; another one is.
+    // The same alert is not recorded or queued twice within the one repeat window; another one is.
     let before = app.store.outbox_counts().await.unwrap();
-    newsd::notify::enqueue_ops_alert(&app, "source_failing", "source x failed 5 runs").await.unwrap();
-    newsd::notify::enqueue_ops_alert(&app, "source_failing", "source x failed 5 runs").await.unwrap();
-    newsd::notify::enqueue_ops_alert(&app, "schedule_refused", "bad cron").await.unwrap();
+    let recorded = app.store.ops_alerts(100).await.unwrap().len();
+    newsd::ops::alert(&app, "source_failing", "source x failed 5 runs").await;
+    newsd::ops::alert(&app, "source_failing", "source x failed 5 runs").await;
+    newsd::ops::alert(&app, "schedule_refused", "bad cron").await;
     assert_eq!(app.store.outbox_counts().await.unwrap().pending, before.pending + 2);
+    assert_eq!(app.store.ops_alerts(100).await.unwrap().len(), recorded + 2);
 
     // Re-queueing dead letters sends them again.
     rx.clear_script("bad");
     assert_eq!(app.store.requeue_dead(Some("bad"), now_ms()).await.unwrap(), 1);
-    dispatch_until_idle(&app, 20).await;
+    dispatch_until_idle(&app, &creds, 20).await;
     let bad = app.store.notifications(Some(id)).await.unwrap().into_iter().find(|r| r.target == "bad").unwrap();
     assert_eq!(bad.status, "delivered");
 }
@@ -399,4 +423,291 @@ async fn kill_9_between_send_and_mark_resends_with_the_same_idempotency_key() {
     let out = run().output().unwrap();
     assert!(out.status.success());
     assert_eq!(rx.received().len(), 4);
+}
+
+/// A receiver rate-limiting every message three times ("come back in 0.2 s") with `notify.max_attempts = 2`:
+/// the 429s are not failures, so nothing is dead-lettered, and every message arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_429s_do_not_use_up_attempts_and_every_message_arrives_once_in_order() {
+    let rx = WebhookReceiver::start(SECRET).await.unwrap();
+    let creds = creds(&[("hook", rx.url("hook"), Some(SECRET))]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with(dir.path(), |c| {
+        c.notify.targets = vec![target("hook", TargetKind::Webhook, "NEWSD_UNSET_URL", Some("NEWSD_UNSET_SECRET"))];
+        c.notify.max_attempts = 2;
+    })
+    .await;
+    const N: usize = 5;
+    store_many(&app, N, &["hook"]).await;
+    for _ in 0..N {
+        rx.script("hook", [Reply::TooManyAfter("0.2".into()), Reply::TooManyAfter("0.2".into()), Reply::TooManyAfter("0.2".into()), Reply::Ok]);
+    }
+    let passes = dispatch_until_idle(&app, &creds, 400).await;
+    let last = &passes.last().unwrap().1;
+    assert_eq!(last.pending_after, 0, "{last:#?}");
+    assert_eq!(last.dead_total, 0, "a 429 with Retry-After never dead-letters");
+    let mut limited = 0;
+    for (before, r) in &passes {
+        for res in r.results.iter().filter(|x| x.http_status == Some(429)) {
+            assert_eq!(res.outcome, "retry");
+            assert!(res.next_attempt_at.unwrap() >= before + 200, "Retry-After honoured: {res:?}");
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 3 * N);
+    let keys = keys_of(&app, "hook").await;
+    let accepted: Vec<String> = rx.accepted_unique("hook").iter().map(|r| r.idempotency_key.clone().unwrap()).collect();
+    assert_eq!(accepted, keys, "every message once, in order");
+    assert_eq!(rx.received_at("hook").iter().filter(|r| r.answered == Some(200)).count(), N);
+    let rows = app.store.notifications(None).await.unwrap();
+    assert!(rows.iter().all(|r| r.status == "delivered" && r.attempts == 1), "rate-limited sends not counted: {rows:#?}");
+    assert!(rx.received_at("hook").iter().all(|r| r.attempt.as_deref() == Some("1")));
+}
+
+/// The receiver goes down (connections refused) with a long backoff configured (10 s doubling): while down the
+/// first message waits and the rest wait behind it; once it is back, a probe sees it and the whole queue drains
+/// in the next passes, well before the first message's backoff would have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_the_queue_drains_once_the_target_answers_not_at_the_backoff_time() {
+    let mut rx = WebhookReceiver::start(SECRET).await.unwrap();
+    let creds = creds(&[("hook", rx.url("hook"), Some(SECRET))]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with(dir.path(), |c| {
+        c.notify.targets = vec![target("hook", TargetKind::Webhook, "NEWSD_UNSET_URL", Some("NEWSD_UNSET_SECRET"))];
+        c.notify.backoff_base = Duration::from_secs(10);
+        c.notify.backoff_max = Duration::from_secs(600);
+        c.notify.max_attempts = 5;
+        c.notify.timeout = Duration::from_secs(2);
+    })
+    .await;
+    const N: usize = 8;
+    store_many(&app, N, &["hook"]).await;
+    rx.go_down().await;
+    let first = pass(&app, &creds).await;
+    assert_eq!((first.attempted, first.retried), (1, 1), "only the oldest is tried: {first:#?}");
+    let failed_at = now_ms();
+    let next = first.results[0].next_attempt_at.unwrap();
+    assert!(next >= failed_at + 7_000, "the backoff is long (10 s +-25%): {}", next - failed_at);
+    assert!(first.results[0].error.as_deref().unwrap().contains("error sending request"), "{:?}", first.results[0]);
+    // Passes during the outage: the probe finds it still down; nothing is sent or counted.
+    for _ in 0..5 {
+        let r = pass(&app, &creds).await;
+        assert_eq!((r.attempted, r.probes_answered), (0, 0), "{r:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rx.come_back().await.unwrap();
+    let back = std::time::Instant::now();
+    let mut probes = 0;
+    while app.store.outbox_counts().await.unwrap().pending > 0 {
+        // Generous bound: the backoff alone would hold the queue for 7.5 s or more.
+        assert!(back.elapsed() < Duration::from_secs(4), "the queue did not drain after the target came back");
+        probes += pass(&app, &creds).await.probes_answered;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained_in = back.elapsed();
+    assert!(now_ms() < next, "drained before the first message's backoff ended");
+    assert_eq!(probes, 1);
+    println!("outage test: {N} messages drained {} ms after the target came back (backoff was {} ms)", drained_in.as_millis(), next - failed_at);
+    let keys = keys_of(&app, "hook").await;
+    let accepted: Vec<String> = rx.accepted_unique("hook").iter().map(|r| r.idempotency_key.clone().unwrap()).collect();
+    assert_eq!(accepted, keys, "once each, in order");
+    assert_eq!(rx.received_at("hook").len(), N, "no message sent twice");
+    let rows = app.store.notifications(None).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.attempts).collect::<Vec<_>>(), [vec![2], vec![1; N - 1]].concat(), "probes are not attempts");
+}
+
+/// Two dispatchers (two apps on one database, as the daemon's analyze job and its notify job, or the CLI beside
+/// the daemon) run at once against a slow receiver that sometimes fails: per target, one message in flight at a
+/// time, in order, each accepted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_dispatchers_at_once_keep_each_targets_order_and_never_send_twice() {
+    let rx = WebhookReceiver::start(SECRET).await.unwrap();
+    let creds = creds(&[("a", rx.url("a"), Some(SECRET)), ("b", rx.url("b"), None)]);
+    let dir = tempfile::tempdir().unwrap();
+    let tweak = |c: &mut Config| {
+        c.notify.targets = vec![
+            target("a", TargetKind::Webhook, "NEWSD_UNSET_URL", Some("NEWSD_UNSET_SECRET")),
+            target("b", TargetKind::Slack, "NEWSD_UNSET_URL", None),
+        ];
+        c.notify.max_attempts = 20;
+    };
+    let app1 = app_with(dir.path(), tweak).await;
+    let app2 = app_with(dir.path(), tweak).await;
+    const N: usize = 12;
+    store_many(&app1, N, &["a", "b"]).await;
+    for name in ["a", "b"] {
+        let script: Vec<Reply> =
+            (0..N).flat_map(|i| if i % 4 == 1 { vec![Reply::Status(500), Reply::Slow(15)] } else { vec![Reply::Slow(15)] }).collect();
+        rx.script(name, script);
+    }
+    let run = |app: App, creds: Credentials| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut attempted = 0;
+        while app.store.outbox_counts().await.unwrap().pending > 0 {
+            assert!(std::time::Instant::now() < deadline, "not drained");
+            attempted += pass(&app, &creds).await.attempted;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        attempted
+    };
+    let (n1, n2) = tokio::join!(tokio::spawn(run(app1.clone(), creds.clone())), tokio::spawn(run(app2.clone(), creds.clone())));
+    let (n1, n2) = (n1.unwrap(), n2.unwrap());
+    println!("two dispatchers: {n1} and {n2} sends");
+    for name in ["a", "b"] {
+        assert_eq!(rx.max_in_flight(name), 1, "{name}: one message in flight at a time");
+        let keys = keys_of(&app1, name).await;
+        let received = rx.received_at(name);
+        let order: Vec<usize> =
+            received.iter().map(|r| keys.iter().position(|k| Some(k) == r.idempotency_key.as_ref()).unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "{name}: in order: {order:?}");
+        assert_eq!(received.iter().filter(|r| r.answered == Some(200)).count(), N, "{name}: each accepted once");
+        let accepted: Vec<String> = rx.accepted_unique(name).iter().map(|r| r.idempotency_key.clone().unwrap()).collect();
+        assert_eq!(accepted, keys);
+    }
+    assert_eq!(n1 + n2, 2 * (N + N / 4), "every send accounted for: {n1} + {n2}");
+}
+
+/// A stop request (daemon shutdown) while a message is in flight: that message is finished and recorded, the
+/// pass ends before the next one, nothing is left half-sent, and no operations alert is raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_request_ends_the_pass_between_messages_without_failure_or_alert() {
+    let rx = WebhookReceiver::start(SECRET).await.unwrap();
+    let creds = creds(&[("hook", rx.url("hook"), Some(SECRET)), ("ops", rx.url("ops"), None)]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with(dir.path(), |c| {
+        c.notify.targets = vec![
+            target("hook", TargetKind::Webhook, "NEWSD_UNSET_URL", Some("NEWSD_UNSET_SECRET")),
+            target("ops", TargetKind::Slack, "NEWSD_UNSET_URL", None),
+        ];
+        c.notify.ops_target = Some("ops".into());
+    })
+    .await;
+    const N: usize = 5;
+    store_many(&app, N, &["hook"]).await;
+    rx.script("hook", std::iter::repeat_n(Reply::Slow(400), N));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let dispatcher = Dispatcher::new(creds.clone()).with_stop(stop.clone());
+    let app2 = app.clone();
+    let handle = tokio::spawn(async move { dispatcher.run(&app2).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rx.received().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    let report = handle.await.unwrap().expect("a requested stop is not an error");
+    assert!(report.stopped, "{report:#?}");
+    assert_eq!((report.attempted, report.delivered, report.dead), (1, 1, 0), "the message in flight finished: {report:#?}");
+    assert!(report.dead_letters.is_empty());
+    let rows = app.store.notifications(None).await.unwrap();
+    assert_eq!(rows[0].status, "delivered");
+    for r in &rows[1..] {
+        assert_eq!((r.status.as_str(), r.attempts, r.last_error.as_deref()), ("pending", 0, None), "untouched: {r:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rx.received().len(), 1, "nothing sent after the stop");
+    assert_eq!(rx.received()[0].answered, Some(200));
+    assert!(app.store.ops_alerts(10).await.unwrap().is_empty(), "no operations alert");
+    assert!(rows.iter().all(|r| r.category != "ops"), "no alert queued");
+    // The next pass sends the rest, once each, in order.
+    dispatch_until_idle(&app, &creds, 20).await;
+    let keys = keys_of(&app, "hook").await;
+    let got: Vec<String> = rx.received_at("hook").iter().map(|r| r.idempotency_key.clone().unwrap()).collect();
+    assert_eq!(got, keys);
+}
+
+/// Slack/Discord webhook URLs are credentials. Targets whose URL carries a distinctive token point at a closed
+/// port and at a server that drops connections; every message is dead-lettered and alerted to the operations
+/// target through the real binary (`notify --json`, debug logging), and `notify test` fails: the token appears in
+/// no output, log line, database or log file byte, nor in the alerts the operations target receives, while the
+/// errors still say what went wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_url_tokens_never_reach_output_logs_database_or_alerts() {
+    let rx = WebhookReceiver::start(SECRET).await.unwrap();
+    let closed = newsd::testkit::webhook::closed_port().unwrap();
+    let dropping = newsd::testkit::webhook::dropping_server().await.unwrap();
+    const TOKEN_A: &str = "TokAq7Zr9SeCrEt1";
+    const TOKEN_B: &str = "TokBx3Lm8SeCrEt2";
+    let url_a = format!("http://{closed}/services/T0/B0/{TOKEN_A}");
+    let url_b = format!("http://{dropping}/api/webhooks/1/{TOKEN_B}?wait=true");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("newsd.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "data_dir = {:?}\n[logging]\nfiles = false\n[notify]\ntimeout = \"2s\"\nmax_attempts = 1\nops_target = \"ops\"\n\
+             [[notify.targets]]\nname = \"closed\"\nkind = \"slack\"\nurl_env = \"NEWSD_LEAK_A\"\n\
+             [[notify.targets]]\nname = \"dropping\"\nkind = \"discord\"\nurl_env = \"NEWSD_LEAK_B\"\n\
+             [[notify.targets]]\nname = \"ops\"\nkind = \"webhook\"\nurl_env = \"NEWSD_LEAK_OPS\"\nsecret_env = \"NEWSD_LEAK_SECRET\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let app = App::load(&cfg_path).await.unwrap();
+    store_analysis(&app, &sample_doc(1), &["closed", "dropping"]).await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_newsd"))
+            .args(["-c", cfg_path.to_str().unwrap()])
+            .args(args)
+            .env("NEWSD_LEAK_A", &url_a)
+            .env("NEWSD_LEAK_B", &url_b)
+            .env("NEWSD_LEAK_OPS", rx.url("ops"))
+            .env("NEWSD_LEAK_SECRET", SECRET)
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap()
+    };
+    let mut outputs = Vec::new();
+    let first = run(&["notify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(report["dead"], 2, "{report:#}");
+    for r in report["results"].as_array().unwrap() {
+        let e = r["error"].as_str().unwrap();
+        assert!(e.contains("error sending request"), "the error still says what failed: {e}");
+    }
+    outputs.push(first);
+    // The dead-letter alerts were queued; this pass delivers them to the operations target.
+    let second = run(&["notify", "--json"]);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    outputs.push(second);
+    for target in ["closed", "dropping"] {
+        let out = run(&["notify", "test", target]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("error sending request"), "{}", String::from_utf8_lossy(&out.stderr));
+        outputs.push(out);
+    }
+    let alerts = rx.accepted_unique("ops");
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert!(alerts.iter().all(|a| a.body["message"].as_str().unwrap().contains("dead-lettered")));
+
+    let mut haystacks: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, o) in outputs.iter().enumerate() {
+        haystacks.push((format!("run {i} stdout"), o.stdout.clone()));
+        haystacks.push((format!("run {i} stderr"), o.stderr.clone()));
+    }
+    for a in rx.received() {
+        haystacks.push(("an alert received by the operations target".into(), a.body.to_string().into_bytes()));
+    }
+    let mut files = vec![dir.path().join("data")];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            haystacks.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    // Every text column of the outbox and the alerts table, read back too.
+    for r in app.store.notifications(None).await.unwrap() {
+        haystacks.push((format!("notification {}", r.id), serde_json::to_vec(&r).unwrap()));
+    }
+    for a in app.store.ops_alerts(100).await.unwrap() {
+        haystacks.push((format!("ops alert {}", a.id), format!("{} {}", a.kind, a.message).into_bytes()));
+    }
+    let find = |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(haystacks.iter().any(|(_, h)| find(h, "dead-lettered")), "the search does see the alerts");
+    for (what, hay) in &haystacks {
+        for token in [TOKEN_A, TOKEN_B] {
+            assert!(!find(hay, token), "the URL token {token} leaked into {what}: {}", String::from_utf8_lossy(hay));
+        }
+    }
 }

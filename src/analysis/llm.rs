@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::config::LlmConfig;
 
@@ -44,7 +45,7 @@ impl LlmClient {
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .user_agent(format!("newsd/{}", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| LlmError::Request { attempts: 0, message: e.to_string() })?;
+            .map_err(|e| LlmError::Request { attempts: 0, message: crate::net::error_without_url(e) })?;
         Ok(LlmClient { http, cfg: cfg.clone(), api_key })
     }
 
@@ -74,35 +75,15 @@ impl LlmClient {
         let mut last = String::new();
         for attempt in 1..=attempts {
             let span = tracing::info_span!("llm", attempt, model = %self.cfg.model);
-            let _e = span.enter();
-            let mut req = self.http.post(self.endpoint()).json(&body);
-            if let Some(key) = &self.api_key {
-                req = req.bearer_auth(key);
-            }
-            let mut wait = self.cfg.retry_backoff.saturating_mul(2u32.saturating_pow(attempt - 1));
-            match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok());
-                    let text = resp.text().await.unwrap_or_default();
-                    if (200..300).contains(&status) {
-                        return parse_completion(&text);
-                    }
-                    let snippet: String = text.chars().take(500).collect();
-                    if status != 429 && status != 408 && status < 500 {
-                        return Err(LlmError::Status { status, body: snippet });
-                    }
-                    if let Some(s) = retry_after {
-                        wait = Duration::from_secs(s.min(60));
-                    }
-                    last = format!("HTTP {status}: {snippet}");
+            let wait = match self.attempt(&body).instrument(span).await {
+                Attempt::Done(result) => return result,
+                Attempt::Retry { error, retry_after } => {
+                    last = error;
+                    retry_after
+                        .map(|d| d.min(RETRY_AFTER_MAX))
+                        .unwrap_or_else(|| crate::net::backoff(attempt, self.cfg.retry_backoff, RETRY_AFTER_MAX))
                 }
-                Err(e) => last = format!("{e}"),
-            }
+            };
             tracing::warn!(error = %last, attempt, "LLM call failed");
             if attempt < attempts {
                 tokio::time::sleep(wait).await;
@@ -110,6 +91,49 @@ impl LlmClient {
         }
         Err(LlmError::Request { attempts, message: last })
     }
+
+    /// One request: its final result, or why to try again (and when, if the server said).
+    async fn attempt(&self, body: &serde_json::Value) -> Attempt {
+        let mut req = self.http.post(self.endpoint()).json(body);
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            // The base URL may carry a key (some gateways take it in the query): errors never show it.
+            Err(e) => return Attempt::Retry { error: crate::net::error_without_url(e), retry_after: None },
+        };
+        let status = resp.status().as_u16();
+        let retry_after = crate::net::retry_after_of(resp.headers());
+        let bytes = match crate::net::read_body_limited(resp, RESPONSE_BODY_LIMIT).await {
+            Ok(b) => b,
+            Err(e @ crate::net::BodyError::TooLarge { .. }) => {
+                return Attempt::Done(Err(LlmError::NoContent(format!("HTTP {status}: {e}"))))
+            }
+            Err(e) => return Attempt::Retry { error: format!("HTTP {status}: {e}"), retry_after: None },
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        if (200..300).contains(&status) {
+            return Attempt::Done(parse_completion(&text));
+        }
+        let snippet: String = text.chars().take(500).collect();
+        if status != 429 && status != 408 && status < 500 {
+            return Attempt::Done(Err(LlmError::Status { status, body: snippet }));
+        }
+        Attempt::Retry { error: format!("HTTP {status}: {snippet}"), retry_after }
+    }
+}
+
+/// Longest LLM answer read: a completion is a few KiB (at most some hundreds); a server must not be able to make
+/// the daemon buffer an endless body.
+pub const RESPONSE_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Longest pause between attempts (a server's Retry-After included).
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
+enum Attempt {
+    Done(Result<Completion, LlmError>),
+    Retry { error: String, retry_after: Option<Duration> },
 }
 
 fn parse_completion(text: &str) -> Result<Completion, LlmError> {

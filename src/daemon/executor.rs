@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use super::metrics::{global as metrics, labels};
 use crate::app::App;
 use crate::schedule::{JobSpec, Overlap};
-use crate::tasks::run_task;
+use crate::tasks::run_task_until;
 
 /// Why a run started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,11 +94,20 @@ pub struct Executor {
     stopping: AtomicBool,
     /// Signalled when a run loop ends and when shutdown begins.
     changed: Notify,
+    /// Cancelled when shutdown begins: tasks that can stop at a clean point (the notification dispatcher,
+    /// between messages) do so instead of being cut off after the grace period.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Executor {
     pub fn new(app: App) -> Arc<Executor> {
-        Arc::new(Executor { app, inner: Mutex::new(Inner::default()), stopping: AtomicBool::new(false), changed: Notify::new() })
+        Arc::new(Executor {
+            app,
+            inner: Mutex::new(Inner::default()),
+            stopping: AtomicBool::new(false),
+            changed: Notify::new(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -220,6 +229,7 @@ impl Executor {
         let started = Instant::now();
         let app = self.app.clone();
         let task = spec.task.clone();
+        let stop = self.shutdown.child_token();
         let span = tracing::info_span!("job", job = %spec.name, task = task_name);
         // The task runs on a thread of its own, driven by `Handle::block_on`: it needs no `Send` bound (the tasks'
         // futures borrow across awaits in ways the compiler cannot always prove Send), a panic stays in that thread
@@ -237,7 +247,7 @@ impl Executor {
         let handle = tokio::task::spawn_blocking(move || {
             let fut = async move {
                 tokio::select! {
-                    r = run_task(&app, &task) => Some(r),
+                    r = run_task_until(&app, &task, &stop) => Some(r),
                     _ = cancel_rx => None,
                 }
             };
@@ -300,6 +310,7 @@ impl Executor {
     /// Stops starting runs (queued runs and runs waiting out their jitter are dropped).
     pub fn begin_shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.shutdown.cancel();
         self.changed.notify_waiters();
     }
 

@@ -6,7 +6,8 @@
 //! max_attempts = 8              # attempts before a message is dead-lettered
 //! backoff_base = "30s"          # first retry delay; doubles per attempt (with jitter) up to backoff_max
 //! backoff_max = "1h"
-//! retry_after_max = "1h"        # longest 429 Retry-After honoured
+//! retry_after_max = "1h"        # longest Retry-After honoured (a 429 with one is not counted as an attempt)
+//! ops_alert_dedup = "1h"        # the same operations alert is raised at most once per this period
 //! timeout = "15s"               # one HTTP request
 //!
 //! [[notify.targets]]
@@ -47,7 +48,8 @@ pub struct NotifyConfig {
     /// Messages taken per dispatcher pass.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// The same operations alert (kind + message) is sent at most once per this period.
+    /// The same operations alert (kind and message, or kind and key) is recorded and sent at most once per this
+    /// period (the one repeat window of `ops`).
     #[serde(default = "default_alert_dedup", with = "humantime_serde")]
     pub ops_alert_dedup: Duration,
 }

@@ -1,15 +1,33 @@
 //! Notifications: a transactional outbox in the database and a dispatcher that delivers it.
 //!
 //! An analysis and its notification rows are written in one transaction (`Store::save_analysis`); each row holds
-//! the exact body to send (rendered once, at enqueue) and a stable idempotency key. `run_dispatch` takes due rows
-//! oldest first, claims each (counting the attempt and setting a lease so that a concurrent dispatcher leaves it
-//! alone), sends it, and marks it delivered; a failure is retried with exponential backoff and jitter (a 429 or 503
-//! `Retry-After` is honoured, capped by `notify.retry_after_max`); after `notify.max_attempts` attempts, or on a
-//! permanent 4xx answer, the row is dead-lettered and an alert goes to the operations target.
+//! the exact body to send (rendered once, at enqueue) and a stable idempotency key. A [`Dispatcher`] pass takes
+//! pending rows oldest first, claims each (counting the attempt and setting a lease so that a concurrent
+//! dispatcher leaves it alone; a claim succeeds only for the oldest pending message of its target, so two
+//! dispatchers at once keep each target's order), sends it, and marks it delivered. A failure is retried with
+//! exponential backoff and jitter; after `notify.max_attempts` counted attempts, or on a permanent 4xx answer, the
+//! row is dead-lettered and returned in the report's `dead_letters` (the caller raises the operations alerts:
+//! `ops::alert_dead_letters`).
+//!
+//! Rate limits and outages:
+//! - a 429 with `Retry-After` is honoured (capped by `notify.retry_after_max`) and does NOT count as an attempt:
+//!   the receiver asked for a pause, the message did not fail (a 429 without it counts; so does a 503);
+//! - when the oldest message of a target waits out a backoff because the target did not answer (connection
+//!   refused or reset, timeout) or a gateway could not reach it (502/504), each pass sends the target one `HEAD`
+//!   probe; when it answers (anything but 5xx/429), that message and the rest of the queue go at once instead
+//!   of at the backoff time. Likewise, once a message to a target is delivered, its later messages that wait
+//!   for a retry go in the same pass.
+//! - the dispatcher stops between messages when its stop token is cancelled (daemon shutdown): the message in
+//!   flight is finished and recorded; a requested stop is not a failure.
 //!
 //! Crash safety: if the process dies between sending and marking, the row is still pending; when its lease
-//! expires (`notify.timeout` plus the same again, at most 5 s more) it is sent again with the SAME idempotency key and the same body, so a
-//! receiver that deduplicates by key sees it once. A row marked delivered is never sent again.
+//! expires (`notify.timeout` plus the same again, at most 5 s more) it is sent again with the SAME idempotency key
+//! and the same body, so a receiver that deduplicates by key sees it once. A row marked delivered is never sent
+//! again.
+//!
+//! Secrets: webhook URLs (the credential of Slack/Discord webhooks) and signing keys are read once per pass into
+//! [`Credentials`] and never reach a log line, an error, the database or an alert (errors are stripped of URLs).
+//! Responses are read at most [`RESPONSE_BODY_LIMIT`] bytes.
 //!
 //! # Generic webhook headers (kind = "webhook")
 //! - `Content-Type: application/json`
@@ -19,9 +37,11 @@
 //! - `X-Newsd-Signature: sha256=<hex>`: HMAC-SHA256 keyed with the target's secret over
 //!   `<X-Newsd-Timestamp> + "." + <raw body>`. Receivers recompute it, compare in constant time and reject old
 //!   timestamps (e.g. more than 5 minutes) to stop replays; `verify_signature` does exactly that.
-//! - `X-Newsd-Attempt: <n>`: 1 for the first send.
+//! - `X-Newsd-Attempt: <n>`: 1 for the first send; sends answered 429 with Retry-After are not counted, so a
+//!   re-send after one carries the same number.
 
 pub mod config;
+pub mod credentials;
 pub mod render;
 
 use std::collections::HashSet;
@@ -30,6 +50,8 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::analysis::doc::AnalysisDoc;
 use crate::app::App;
@@ -38,6 +60,7 @@ use crate::notify::render::Format;
 use crate::store::{now_ms, NewNotification, NotificationRow};
 
 pub use config::NotifyConfig;
+pub use credentials::{Credentials, TargetSecrets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
@@ -47,6 +70,8 @@ pub enum NotifyError {
     MissingEnv { target: String, var: String },
     #[error("rendering the message for {target:?}: {message}")]
     Render { target: String, message: String },
+    #[error("test message to {target:?} failed: {error}")]
+    TestFailed { target: String, error: String },
 }
 
 /// What one dispatcher pass did.
@@ -67,6 +92,12 @@ pub struct DispatchReport {
     pub pending_after: i64,
     pub dead_total: i64,
     pub duration_ms: u64,
+    /// The pass stopped early because it was asked to (shutdown); what is left stays queued.
+    pub stopped: bool,
+    /// Targets found answering again by a probe (after an outage) in this pass.
+    pub probes_answered: usize,
+    /// Dead-lettered in this pass, for the caller's operations alerts.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,18 +207,9 @@ pub fn analysis_notifications(
     Ok(out)
 }
 
-/// Writes an operations alert to the outbox for the configured operations target (nothing when none is
-/// configured). The same kind and message is enqueued at most once per `notify.ops_alert_dedup`.
-/// Kinds used: `source_failing`, `schedule_refused`, `llm_failure`, `notification_dead`, ...
-pub async fn enqueue_ops_alert(app: &App, kind: &str, message: &str) -> anyhow::Result<()> {
-    let Some(ops) = app.config.notify.ops_target.as_deref() else {
-        tracing::debug!(kind, message, "no operations target configured; alert only logged");
-        return Ok(());
-    };
-    let target = app.config.notify.target(ops).ok_or_else(|| NotifyError::UnknownTarget(ops.into()))?;
-    let now = now_ms();
-    let bucket = now / (app.config.notify.ops_alert_dedup.as_millis().max(1) as i64);
-    let key_base = format!("newsd-ops-{}-{}-{bucket}", kind.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), short_hash(message));
+/// The outbox rows of an operations alert for the operations target `target`, one per message part.
+/// `key_base` identifies this occurrence of the alert (the caller, `ops`, decides what counts as a repeat).
+pub fn ops_alert_notifications(target: &TargetConfig, kind: &str, message: &str, key_base: &str, at_ms: i64) -> Vec<NewNotification> {
     let title = format!("newsd alert: {kind}");
     let text = match target.kind {
         TargetKind::Slack => format!("*newsd alert* `{}`\n{}", render::slack_escape(kind), render::slack_escape(message)),
@@ -199,95 +221,106 @@ pub async fn enqueue_ops_alert(app: &App, kind: &str, message: &str) -> anyhow::
             "idempotency_key": format!("{key_base}-{}-1of1", target.name),
             "kind": kind,
             "message": message,
-            "at": now,
+            "at": at_ms,
         })
     });
-    let rows = rows_for("ops", target, &key_base, bodies);
-    let n = app.store.enqueue_notifications(&rows, now).await?;
-    tracing::warn!(kind, message, enqueued = n, target = ops, "operations alert");
-    Ok(())
+    rows_for("ops", target, key_base, bodies)
 }
 
-/// Next attempt after `attempts` failed ones: base * 2^(attempts-1), capped, with jitter in [50%, 100%].
+/// A short stable digest of a text, for idempotency keys.
+pub fn key_digest(s: &str) -> String {
+    short_hash(s)
+}
+
+/// Next attempt after `attempts` counted failures: the shared [`crate::net::backoff`] with the target policy
+/// (`notify.backoff_base` doubling up to `notify.backoff_max`, jitter). The result is persisted in the row.
 pub fn backoff_delay(config: &NotifyConfig, attempts: i64) -> Duration {
-    let exp = (attempts.max(1) - 1).min(30) as u32;
-    let raw = config.backoff_base.saturating_mul(2u32.saturating_pow(exp)).min(config.backoff_max);
-    let ms = raw.as_millis() as u64;
-    Duration::from_millis(if ms < 2 { ms } else { rand::random_range(ms / 2..=ms) })
+    crate::net::backoff(attempts.clamp(1, u32::MAX as i64) as u32, config.backoff_base, config.backoff_max)
 }
 
-/// Retry-After in seconds or as an HTTP date.
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().to_string();
-    if let Ok(s) = v.parse::<f64>() {
-        return (s >= 0.0).then(|| Duration::from_secs_f64(s));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(&v).ok()?;
-    let ms = when.timestamp_millis() - now_ms();
-    Some(Duration::from_millis(ms.max(0) as u64))
-}
+/// Longest webhook response body read: only its start goes into the error text, and a receiver must not be able
+/// to make the dispatcher buffer an endless answer.
+pub const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+
+/// How much of a failed answer's body is kept in the error.
+const ERROR_SNIPPET_CHARS: usize = 300;
 
 enum Sent {
     Ok(u16),
-    /// Retry, optionally not before the given delay (Retry-After).
-    Retry { status: Option<u16>, error: String, after: Option<Duration> },
+    /// Retry, optionally not before the given delay (Retry-After). `counted = false`: the receiver asked us to
+    /// come back later (429 with Retry-After), which is not a failure of the message and does not use up
+    /// `notify.max_attempts`.
+    Retry { status: Option<u16>, error: String, after: Option<Duration>, counted: bool },
     /// Permanent failure (4xx other than 408/425/429).
     Permanent { status: u16, error: String },
 }
 
-async fn send_one(client: &reqwest::Client, target: &TargetConfig, row: &NotificationRow, attempt: i64) -> Sent {
-    let url = match std::env::var(&target.url_env) {
-        Ok(u) if !u.trim().is_empty() => u,
-        _ => {
-            return Sent::Retry {
-                status: None,
-                error: NotifyError::MissingEnv { target: target.name.clone(), var: target.url_env.clone() }.to_string(),
-                after: None,
-            }
-        }
+fn retry(status: Option<u16>, error: String) -> Sent {
+    Sent::Retry { status, error, after: None, counted: true }
+}
+
+async fn send_one(client: &reqwest::Client, target: &TargetConfig, creds: &Credentials, row: &NotificationRow, attempt: i64) -> Sent {
+    let secrets = match creds.get(target) {
+        Ok(s) => s,
+        Err(e) => return retry(None, e.to_string()),
     };
     let body = row.payload.clone().into_bytes();
     let mut req = client
-        .post(&url)
+        .post(secrets.url())
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("Idempotency-Key", &row.idempotency_key)
         .header("X-Newsd-Attempt", attempt.to_string());
     if target.kind == TargetKind::Webhook {
-        let var = target.secret_env.clone().unwrap_or_default();
-        let secret = match std::env::var(&var) {
-            Ok(s) => s,
-            Err(_) => {
-                return Sent::Retry {
-                    status: None,
-                    error: NotifyError::MissingEnv { target: target.name.clone(), var }.to_string(),
-                    after: None,
-                }
-            }
-        };
+        // `Credentials::get` guarantees the key for webhooks.
+        let key = secrets.signing_key().unwrap_or_default();
         let ts = now_ms() / 1000;
         let event = if row.category == "ops" { "ops_alert" } else { "analysis" };
         req = req
             .header("X-Newsd-Event", event)
             .header("X-Newsd-Timestamp", ts.to_string())
-            .header("X-Newsd-Signature", sign(secret.as_bytes(), ts, &body));
+            .header("X-Newsd-Signature", sign(key, ts, &body));
     }
-    match req.body(body).send().await {
+    let resp = match req.body(body).send().await {
+        Ok(resp) => resp,
+        // The URL is the credential: reqwest's Display would carry it into the log, the DB and the alerts.
+        Err(e) => return retry(None, secrets.redact(&crate::net::error_without_url(e))),
+    };
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        return Sent::Ok(status);
+    }
+    let after = crate::net::retry_after_of(resp.headers());
+    let text = match crate::net::read_body_limited(resp, RESPONSE_BODY_LIMIT).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).chars().take(ERROR_SNIPPET_CHARS).collect::<String>(),
+        Err(e) => format!("({e})"),
+    };
+    let error = secrets.redact(&format!("HTTP {status}: {}", text.trim()));
+    match status {
+        429 => Sent::Retry { status: Some(status), error, after, counted: after.is_none() },
+        408 | 425 => Sent::Retry { status: Some(status), error, after, counted: true },
+        400..=499 => Sent::Permanent { status, error },
+        503 => Sent::Retry { status: Some(status), error, after, counted: true },
+        _ => retry(Some(status), error),
+    }
+}
+
+/// Whether a message waiting for its retry failed because its target did not answer (a refused or reset
+/// connection, a timeout: `last_status` is empty) or a gateway could not reach it (502, 504). Then a cheap probe
+/// can tell when the target is back, and its queue need not wait out the backoff. Other failures (a 500, a 503
+/// "overloaded") keep their backoff: the target answered and said no.
+fn waiting_out_an_outage(row: &NotificationRow) -> bool {
+    row.attempts > 0 && row.last_error.is_some() && matches!(row.last_status, None | Some(502) | Some(504))
+}
+
+/// Asks whether a target answers again: a HEAD request (safe by definition: receivers act on POSTs). Any answer
+/// but a 5xx or 429 means it is reachable.
+async fn probe(client: &reqwest::Client, secrets: &TargetSecrets, timeout: Duration) -> bool {
+    match client.head(secrets.url()).timeout(timeout).send().await {
         Ok(resp) => {
-            let status = resp.status().as_u16();
-            let after = retry_after(&resp);
-            let text: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
-            match status {
-                200..=299 => Sent::Ok(status),
-                408 | 425 | 429 => Sent::Retry { status: Some(status), error: format!("HTTP {status}: {text}"), after },
-                400..=499 => Sent::Permanent { status, error: format!("HTTP {status}: {text}") },
-                _ => Sent::Retry {
-                    status: Some(status),
-                    error: format!("HTTP {status}: {text}"),
-                    after: if status == 503 { after } else { None },
-                },
-            }
+            let s = resp.status().as_u16();
+            s != 429 && s < 500
         }
-        Err(e) => Sent::Retry { status: None, error: format!("{e}"), after: None },
+        Err(_) => false,
     }
 }
 
@@ -296,138 +329,244 @@ pub fn lease_for(cfg: &NotifyConfig) -> Duration {
     cfg.timeout + cfg.timeout.min(Duration::from_secs(5))
 }
 
-/// One dispatcher pass: delivers every due pending notification (oldest first, in order per target: a message
-/// waiting for a retry holds back the later messages to the same target).
-pub async fn run_dispatch(app: &App) -> anyhow::Result<DispatchReport> {
-    let started = std::time::Instant::now();
-    let cfg = &app.config.notify;
-    let client = reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-        .user_agent(format!("newsd/{}", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .build()?;
-    let lease = lease_for(cfg);
-    let mut report = DispatchReport::default();
-    // Every pending message, oldest first: a target's messages go out in order, so a message waiting for its retry
-    // holds back the later ones to the same target (parts (i/N) of an analysis never arrive out of order).
-    let pending = app.store.pending_notifications(cfg.batch_size as i64).await?;
-    let mut blocked: HashSet<String> = HashSet::new();
-    let mut dead_alerts: Vec<String> = Vec::new();
-    for row in pending {
-        let now = now_ms();
-        if blocked.contains(&row.target) {
-            report.deferred += 1;
-            continue;
-        }
-        if row.next_attempt_at > now {
-            blocked.insert(row.target.clone());
-            continue;
-        }
-        let Some(target) = cfg.target(&row.target) else {
-            let err = format!("target {:?} is no longer configured", row.target);
-            app.store.mark_dead(row.id, &err, None).await?;
-            report.dead += 1;
-            report.results.push(DeliveryResult {
+/// A message that will not be sent again (until re-queued). The dispatcher does not raise alerts itself: the
+/// caller passes these to `ops::alert_dead_letters` (the dispatcher does not depend on the ops module).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub target: String,
+    /// analysis | ops | ...: dead operations alerts raise no further alert (no loop).
+    pub category: String,
+    pub idempotency_key: String,
+    pub attempts: i64,
+    pub http_status: Option<u16>,
+    /// Already free of secrets.
+    pub error: String,
+}
+
+impl DeadLetter {
+    /// The text of the operations alert about this dead letter.
+    pub fn alert_message(&self) -> String {
+        format!(
+            "notification {} to {} ({}) dead-lettered after {} attempt(s): {}",
+            self.id, self.target, self.idempotency_key, self.attempts, self.error
+        )
+    }
+}
+
+/// Delivers the outbox: one [`Dispatcher::run`] is one pass. Holds the targets' secrets (resolved once) and an
+/// optional stop signal.
+pub struct Dispatcher {
+    credentials: Credentials,
+    stop: CancellationToken,
+}
+
+impl Dispatcher {
+    pub fn new(credentials: Credentials) -> Dispatcher {
+        Dispatcher { credentials, stop: CancellationToken::new() }
+    }
+
+    /// Secrets read from the environment variables the config names.
+    pub fn from_env(cfg: &NotifyConfig) -> Dispatcher {
+        Dispatcher::new(Credentials::from_env(cfg))
+    }
+
+    /// Stop between messages once `stop` is cancelled: the message in flight is finished and recorded, the rest
+    /// stays pending for the next pass. A requested stop is not a failure (`DispatchReport::stopped`).
+    pub fn with_stop(mut self, stop: CancellationToken) -> Dispatcher {
+        self.stop = stop;
+        self
+    }
+
+    /// One pass: delivers every due pending notification, oldest first and in order per target (a message waiting
+    /// for a retry holds back the later messages to the same target; so does a message another dispatcher has
+    /// claimed). A target that answers again (a message to it delivered, or a probe answered after an outage)
+    /// has its waiting messages taken up at once instead of at their backoff time.
+    pub async fn run(&self, app: &App) -> anyhow::Result<DispatchReport> {
+        let started = std::time::Instant::now();
+        let cfg = &app.config.notify;
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .user_agent(format!("newsd/{}", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()?;
+        let lease = lease_for(cfg);
+        let probe_timeout = cfg.timeout.min(Duration::from_secs(5));
+        let mut report = DispatchReport::default();
+        let pending = app.store.pending_notifications(cfg.batch_size as i64).await?;
+        // Targets that cannot take a message in this pass (to keep their order).
+        let mut blocked: HashSet<String> = HashSet::new();
+        // Targets known to answer now: their waiting messages go without waiting out the backoff.
+        let mut answering: HashSet<String> = HashSet::new();
+        let mut probed: HashSet<String> = HashSet::new();
+        for row in pending {
+            if self.stop.is_cancelled() {
+                report.stopped = true;
+                break;
+            }
+            if blocked.contains(&row.target) {
+                report.deferred += 1;
+                continue;
+            }
+            let Some(target) = cfg.target(&row.target) else {
+                let err = format!("target {:?} is no longer configured", row.target);
+                app.store.mark_dead(row.id, &err, None).await?;
+                report.dead += 1;
+                report.results.push(DeliveryResult {
+                    id: row.id,
+                    target: row.target.clone(),
+                    idempotency_key: row.idempotency_key.clone(),
+                    attempt: row.attempts,
+                    outcome: "dead".into(),
+                    http_status: None,
+                    error: Some(err.clone()),
+                    next_attempt_at: None,
+                });
+                report.dead_letters.push(DeadLetter {
+                    id: row.id,
+                    target: row.target.clone(),
+                    category: row.category.clone(),
+                    idempotency_key: row.idempotency_key.clone(),
+                    attempts: row.attempts,
+                    http_status: None,
+                    error: err,
+                });
+                continue;
+            };
+            let now = now_ms();
+            let mut early = false;
+            if row.next_attempt_at > now {
+                // No recorded failure: another dispatcher has it in flight (its lease).
+                let waiting_retry = row.last_error.is_some();
+                if waiting_retry
+                    && !answering.contains(&row.target)
+                    && waiting_out_an_outage(&row)
+                    && probed.insert(row.target.clone())
+                {
+                    if let Ok(secrets) = self.credentials.get(target) {
+                        if probe(&client, secrets, probe_timeout).await {
+                            tracing::info!(target = %row.target, "target answers again; its queue resumes now");
+                            report.probes_answered += 1;
+                            answering.insert(row.target.clone());
+                        }
+                    }
+                }
+                // A 429 asked for a pause: keep it even if the target answered something else meanwhile.
+                early = waiting_retry && answering.contains(&row.target) && row.last_status != Some(429);
+                if !early {
+                    blocked.insert(row.target.clone());
+                    continue;
+                }
+            }
+            let lease_until = now + lease.as_millis() as i64;
+            let claimed = if early {
+                app.store.claim_notification_early(row.id, row.next_attempt_at, lease_until).await?
+            } else {
+                app.store.claim_notification(row.id, now, lease_until).await?
+            };
+            if !claimed {
+                // Another dispatcher has this message or an older one of this target: sending a later one now
+                // would break the target's order.
+                blocked.insert(row.target.clone());
+                report.deferred += 1;
+                continue;
+            }
+            let attempt = row.attempts + 1;
+            report.attempted += 1;
+            let span = tracing::info_span!("deliver", id = row.id, target = %row.target, attempt);
+            let sent = send_one(&client, target, &self.credentials, &row, attempt).instrument(span).await;
+            let mut result = DeliveryResult {
                 id: row.id,
                 target: row.target.clone(),
                 idempotency_key: row.idempotency_key.clone(),
-                attempt: row.attempts,
-                outcome: "dead".into(),
+                attempt,
+                outcome: String::new(),
                 http_status: None,
-                error: Some(err.clone()),
+                error: None,
                 next_attempt_at: None,
-            });
-            if row.category != "ops" {
-                dead_alerts.push(format!("notification {} ({}) dead-lettered: {err}", row.id, row.idempotency_key));
-            }
-            continue;
-        };
-        if !app.store.claim_notification(row.id, now, now + lease.as_millis() as i64).await? {
-            report.deferred += 1;
-            continue;
-        }
-        let attempt = row.attempts + 1;
-        report.attempted += 1;
-        let span = tracing::info_span!("deliver", id = row.id, target = %row.target, attempt);
-        let _enter = span.enter();
-        let sent = send_one(&client, target, &row, attempt).await;
-        let mut result = DeliveryResult {
-            id: row.id,
-            target: row.target.clone(),
-            idempotency_key: row.idempotency_key.clone(),
-            attempt,
-            outcome: String::new(),
-            http_status: None,
-            error: None,
-            next_attempt_at: None,
-        };
-        match sent {
-            Sent::Ok(status) => {
-                app.store.mark_delivered(row.id, Some(status as i64), now_ms()).await?;
-                tracing::info!(status, key = %row.idempotency_key, "delivered");
-                report.delivered += 1;
-                result.outcome = "delivered".into();
-                result.http_status = Some(status);
-            }
-            Sent::Permanent { status, error } => {
-                app.store.mark_dead(row.id, &error, Some(status as i64)).await?;
-                tracing::warn!(status, %error, "permanent failure: dead-lettered");
-                report.dead += 1;
-                blocked.insert(row.target.clone());
-                if row.category != "ops" {
-                    dead_alerts.push(format!(
-                        "notification {} to {} ({}) dead-lettered after {attempt} attempt(s): {error}",
-                        row.id, row.target, row.idempotency_key
-                    ));
+            };
+            let mut dead: Option<(Option<u16>, String)> = None;
+            match sent {
+                Sent::Ok(status) => {
+                    app.store.mark_delivered(row.id, Some(status as i64), now_ms()).await?;
+                    tracing::info!(id = row.id, target = %row.target, status, key = %row.idempotency_key, "delivered");
+                    report.delivered += 1;
+                    answering.insert(row.target.clone());
+                    result.outcome = "delivered".into();
+                    result.http_status = Some(status);
                 }
-                result.outcome = "dead".into();
-                result.http_status = Some(status);
-                result.error = Some(error);
-            }
-            Sent::Retry { status, error, after } => {
-                blocked.insert(row.target.clone());
-                result.http_status = status;
-                if attempt >= cfg.max_attempts as i64 {
-                    app.store.mark_dead(row.id, &error, status.map(|s| s as i64)).await?;
-                    tracing::warn!(%error, attempt, "failed: dead-lettered");
-                    report.dead += 1;
-                    if row.category != "ops" {
-                        dead_alerts.push(format!(
-                            "notification {} to {} ({}) dead-lettered after {attempt} attempts: {error}",
-                            row.id, row.target, row.idempotency_key
-                        ));
-                    }
+                Sent::Permanent { status, error } => {
+                    app.store.mark_dead(row.id, &error, Some(status as i64)).await?;
+                    tracing::warn!(id = row.id, target = %row.target, status, %error, "permanent failure: dead-lettered");
+                    blocked.insert(row.target.clone());
                     result.outcome = "dead".into();
-                } else {
-                    let delay = match after {
-                        Some(d) => d.min(cfg.retry_after_max),
-                        None => backoff_delay(cfg, attempt),
-                    };
-                    let next = now_ms() + delay.as_millis() as i64;
-                    app.store.mark_retry(row.id, &error, status.map(|s| s as i64), next).await?;
-                    tracing::info!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "failed: will retry");
-                    report.retried += 1;
-                    result.outcome = "retry".into();
-                    result.next_attempt_at = Some(next);
+                    result.http_status = Some(status);
+                    result.error = Some(error.clone());
+                    dead = Some((Some(status), error));
                 }
-                result.error = Some(error);
+                Sent::Retry { status, error, after, counted } => {
+                    blocked.insert(row.target.clone());
+                    answering.remove(&row.target);
+                    result.http_status = status;
+                    result.error = Some(error.clone());
+                    if counted && attempt >= cfg.max_attempts as i64 {
+                        app.store.mark_dead(row.id, &error, status.map(|s| s as i64)).await?;
+                        tracing::warn!(id = row.id, target = %row.target, %error, attempt, "failed: dead-lettered");
+                        result.outcome = "dead".into();
+                        dead = Some((status, error));
+                    } else {
+                        let delay = match after {
+                            Some(d) => d.min(cfg.retry_after_max),
+                            None => backoff_delay(cfg, attempt),
+                        };
+                        let next = now_ms() + delay.as_millis() as i64;
+                        app.store.mark_retry(row.id, &error, status.map(|s| s as i64), next, counted).await?;
+                        if counted {
+                            tracing::info!(id = row.id, target = %row.target, %error, attempt, retry_in_ms = delay.as_millis() as u64, "failed: will retry");
+                        } else {
+                            tracing::info!(id = row.id, target = %row.target, %error, retry_in_ms = delay.as_millis() as u64, "rate limited: will retry (not counted)");
+                            result.attempt = row.attempts;
+                        }
+                        report.retried += 1;
+                        result.outcome = "retry".into();
+                        result.next_attempt_at = Some(next);
+                    }
+                }
             }
+            if let Some((http_status, error)) = dead {
+                report.dead += 1;
+                report.dead_letters.push(DeadLetter {
+                    id: row.id,
+                    target: row.target.clone(),
+                    category: row.category.clone(),
+                    idempotency_key: row.idempotency_key.clone(),
+                    attempts: attempt,
+                    http_status,
+                    error,
+                });
+            }
+            crate::daemon::metrics::global()
+                .notifications
+                .get_or_create(&crate::daemon::metrics::labels(&[("target", &result.target), ("outcome", &result.outcome)]))
+                .inc();
+            report.results.push(result);
         }
-        crate::daemon::metrics::global()
-            .notifications
-            .get_or_create(&crate::daemon::metrics::labels(&[("target", &result.target), ("outcome", &result.outcome)]))
-            .inc();
-        report.results.push(result);
+        if report.stopped {
+            tracing::info!(delivered = report.delivered, "dispatcher stopped on request; the rest stays queued");
+        }
+        let counts = app.store.outbox_counts().await?;
+        report.pending_after = counts.pending;
+        report.dead_total = counts.dead;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
     }
-    for alert in dead_alerts {
-        crate::ops::alert(app, "notification_dead", &alert).await;
-    }
-    let counts = app.store.outbox_counts().await?;
-    report.pending_after = counts.pending;
-    report.dead_total = counts.dead;
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+}
+
+/// One dispatcher pass with the secrets from the environment and no stop signal. Dead letters are in the
+/// report (`dead_letters`); raising alerts for them is the caller's (`ops::alert_dead_letters`).
+pub async fn run_dispatch(app: &App) -> anyhow::Result<DispatchReport> {
+    Dispatcher::from_env(&app.config.notify).run(app).await
 }
 
 /// Outbox and analysis state for `newsd status`.
@@ -464,6 +603,11 @@ pub async fn pending_summary(app: &App) -> anyhow::Result<PendingSummary> {
 
 /// Sends a short test message to one target now (outside the outbox), to check its URL and secret.
 pub async fn send_test(app: &App, target_name: &str) -> anyhow::Result<u16> {
+    send_test_with(app, &Credentials::from_env(&app.config.notify), target_name).await
+}
+
+/// [`send_test`] with the given secrets.
+pub async fn send_test_with(app: &App, creds: &Credentials, target_name: &str) -> anyhow::Result<u16> {
     let target = app.config.notify.target(target_name).ok_or_else(|| NotifyError::UnknownTarget(target_name.into()))?;
     let key = format!("newsd-test-{}", uuid::Uuid::new_v4());
     let text = "newsd test message: this target is configured correctly.";
@@ -490,9 +634,9 @@ pub async fn send_test(app: &App, target_name: &str) -> anyhow::Result<u16> {
         delivered_at: None,
     };
     let client = reqwest::Client::builder().timeout(app.config.notify.timeout).build()?;
-    match send_one(&client, target, &row, 1).await {
+    match send_one(&client, target, creds, &row, 1).await {
         Sent::Ok(s) => Ok(s),
-        Sent::Retry { error, .. } | Sent::Permanent { error, .. } => anyhow::bail!("{target_name}: {error}"),
+        Sent::Retry { error, .. } | Sent::Permanent { error, .. } => Err(NotifyError::TestFailed { target: target_name.into(), error }.into()),
     }
 }
 
@@ -516,9 +660,41 @@ mod tests {
         c.backoff_base = Duration::from_secs(10);
         c.backoff_max = Duration::from_secs(60);
         let d1 = backoff_delay(&c, 1);
-        assert!(d1 >= Duration::from_secs(5) && d1 <= Duration::from_secs(10));
+        assert!(d1 >= Duration::from_millis(7500) && d1 <= Duration::from_millis(12500), "{d1:?}");
         let d3 = backoff_delay(&c, 3);
-        assert!(d3 >= Duration::from_secs(20) && d3 <= Duration::from_secs(40));
+        assert!(d3 >= Duration::from_secs(30) && d3 <= Duration::from_secs(50), "{d3:?}");
         assert!(backoff_delay(&c, 50) <= Duration::from_secs(60));
+        assert!(backoff_delay(&c, 0) <= Duration::from_millis(12500), "0 counts as the first failure");
+    }
+
+    fn row(attempts: i64, last_error: Option<&str>, last_status: Option<i64>) -> NotificationRow {
+        NotificationRow {
+            id: 1,
+            analysis_id: None,
+            category: "analysis".into(),
+            target: "t".into(),
+            kind: "webhook".into(),
+            part: 1,
+            parts: 1,
+            idempotency_key: "k".into(),
+            payload: "{}".into(),
+            status: "pending".into(),
+            attempts,
+            next_attempt_at: 0,
+            last_error: last_error.map(str::to_string),
+            last_status,
+            created_at: 0,
+            delivered_at: None,
+        }
+    }
+
+    #[test]
+    fn only_unreachable_targets_are_probed() {
+        assert!(waiting_out_an_outage(&row(1, Some("connection refused"), None)));
+        assert!(waiting_out_an_outage(&row(2, Some("HTTP 502"), Some(502))));
+        assert!(!waiting_out_an_outage(&row(1, Some("HTTP 500"), Some(500))), "it answered: keep the backoff");
+        assert!(!waiting_out_an_outage(&row(1, Some("HTTP 503"), Some(503))));
+        assert!(!waiting_out_an_outage(&row(1, None, None)), "in flight elsewhere (claimed, no outcome yet)");
+        assert!(!waiting_out_an_outage(&row(0, None, None)));
     }
 }

@@ -273,15 +273,38 @@ impl Store {
 
     /// Claims a due notification for one send: counts the attempt and sets a lease (`next_attempt_at`) so that
     /// another dispatcher does not send it meanwhile. If the process dies after sending and before marking, the
-    /// lease expires and the message is sent again, with the same idempotency key. False if someone else has it.
+    /// lease expires and the message is sent again, with the same idempotency key. False if someone else has it,
+    /// or if an older message to the same target is still pending (per-target order holds even with two
+    /// dispatchers at once). The claim clears the previous outcome: a pending row with a future
+    /// `next_attempt_at` and no `last_error` is in flight, one with a `last_error` is waiting for its retry.
     pub async fn claim_notification(&self, id: i64, now: i64, lease_until: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1 \
-             WHERE id = $2 AND status = 'pending' AND next_attempt_at <= $3",
+            "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1, last_error = NULL, last_status = NULL \
+             WHERE id = $2 AND status = 'pending' AND next_attempt_at <= $3 \
+             AND NOT EXISTS (SELECT 1 FROM notifications o WHERE o.target = notifications.target \
+                             AND o.status = 'pending' AND o.id < notifications.id)",
         )
         .bind(lease_until)
         .bind(id)
         .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Claims a notification before its retry time (its target answered again): only if it is still waiting
+    /// for the retry the caller saw (`next_attempt_at` unchanged and a failure recorded, so not in flight
+    /// elsewhere) and is the oldest pending message of its target.
+    pub async fn claim_notification_early(&self, id: i64, seen_next_attempt_at: i64, lease_until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1, last_error = NULL, last_status = NULL \
+             WHERE id = $2 AND status = 'pending' AND next_attempt_at = $3 AND last_error IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM notifications o WHERE o.target = notifications.target \
+                             AND o.status = 'pending' AND o.id < notifications.id)",
+        )
+        .bind(lease_until)
+        .bind(id)
+        .bind(seen_next_attempt_at)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -300,12 +323,17 @@ impl Store {
         Ok(())
     }
 
-    /// Records a failed attempt and when to try again.
-    pub async fn mark_retry(&self, id: i64, error: &str, http_status: Option<i64>, next_attempt_at: i64) -> Result<()> {
-        sqlx::query("UPDATE notifications SET last_error = $1, last_status = $2, next_attempt_at = $3 WHERE id = $4")
+    /// Records a failed attempt and when to try again. `counted = false` gives the claim's attempt back (the
+    /// receiver asked to come back later: a rate limit is not a failure of the message).
+    pub async fn mark_retry(&self, id: i64, error: &str, http_status: Option<i64>, next_attempt_at: i64, counted: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE notifications SET last_error = $1, last_status = $2, next_attempt_at = $3, \
+             attempts = CASE WHEN $4 = 1 THEN attempts ELSE attempts - 1 END WHERE id = $5",
+        )
             .bind(error)
             .bind(http_status)
             .bind(next_attempt_at)
+            .bind(counted as i64)
             .bind(id)
             .execute(self.pool())
             .await?;
