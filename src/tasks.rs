@@ -71,7 +71,7 @@ pub async fn run_task(app: &App, task: &TaskSpec) -> anyhow::Result<serde_json::
         TaskSpec::Crawl { sources } => {
             let opts = CrawlOptions { sources: sources.clone(), force: false };
             let report = app.crawler()?.crawl(&opts).await?;
-            let metrics = crate::daemon::metrics::global();
+            let metrics = crate::metrics::global();
             metrics.articles_crawled.inc_by(report.totals.new as u64);
             let failed: Vec<serde_json::Value> = report
                 .sources

@@ -414,9 +414,9 @@ pub async fn run_dispatch(app: &App) -> anyhow::Result<DispatchReport> {
                 result.error = Some(error);
             }
         }
-        crate::daemon::metrics::global()
+        crate::metrics::global()
             .notifications
-            .get_or_create(&crate::daemon::metrics::labels(&[("target", &result.target), ("outcome", &result.outcome)]))
+            .get_or_create(&crate::metrics::labels(&[("target", &result.target), ("outcome", &result.outcome)]))
             .inc();
         report.results.push(result);
     }
