@@ -224,9 +224,9 @@ impl ChunkSizer {
         let took = self.last.elapsed().max(Duration::from_millis(1));
         self.last = Instant::now();
         let rate = n as f64 / took.as_secs_f64();
-        let want = (rate * self.interval.as_secs_f64()) as usize;
         // Whole batches, so no inference runs a part-filled batch.
-        self.size = (want / self.batch * self.batch).clamp(self.batch, self.max);
+        let batches = (rate * self.interval.as_secs_f64() / self.batch as f64).round() as usize;
+        self.size = (batches * self.batch).clamp(self.batch, self.max);
     }
 }
 

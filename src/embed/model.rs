@@ -435,9 +435,11 @@ mod tests {
 
         // The digest cache: written once, reused while size and mtime match.
         let cache = tmp.path().join("state").join(DIGEST_CACHE);
-        let d1 = file_digest(&dir.join("model.onnx"), Some(&cache)).unwrap();
+        write(&dir, "other.onnx", "0123456789");
+        let d1 = file_digest(&dir.join("other.onnx"), Some(&cache)).unwrap();
+        assert_eq!(d1, "84d89877f0d4041efb6bf91a16f0248f2fd573e6af05c19f96bedb9f882f7882");
         assert!(std::fs::read_to_string(&cache).unwrap().contains(&d1));
-        assert_eq!(file_digest(&dir.join("model.onnx"), Some(&cache)).unwrap(), d1);
+        assert_eq!(file_digest(&dir.join("other.onnx"), Some(&cache)).unwrap(), d1);
     }
 
     #[test]
