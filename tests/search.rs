@@ -148,9 +148,14 @@ impl Drop for DaemonProcess {
     }
 }
 
-/// The folder of the (single) model version's index once its manifest exists.
+/// The folder of the (single) model version's index once a saved index holds a few vectors (the daemon saves an
+/// empty one at start).
 fn saved_index_dir(index_dir: &std::path::Path) -> Option<PathBuf> {
-    std::fs::read_dir(index_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.join("manifest.json").exists())
+    std::fs::read_dir(index_dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| newsd::index::vector::read_manifest(p).is_some_and(|m| m.count >= 8))
 }
 
 /// Issue 10 #12: CLI `newsd search` processes (20, ten at a time) beside a `newsd run` daemon that is crawling and
