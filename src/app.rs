@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::compute::ComputeHandle;
 use crate::config::Config;
 use crate::crawl::Crawler;
 use crate::store::Store;
@@ -12,7 +13,7 @@ pub struct App {
     pub config: Arc<Config>,
     pub store: Store,
     /// The compute worker (ONNX model + FAISS index), started on first use by `App::compute()`.
-    pub compute: Arc<tokio::sync::OnceCell<crate::compute::ComputeHandle>>,
+    pub compute: Arc<tokio::sync::OnceCell<ComputeHandle>>,
     /// Operations alerts raised recently (their repeat window), per app rather than per process.
     pub alerts: Arc<crate::ops::AlertWindow>,
 }
@@ -36,5 +37,24 @@ impl App {
 
     pub fn crawler(&self) -> anyhow::Result<Crawler> {
         Crawler::new(self.config.clone(), self.store.clone())
+    }
+
+    /// The compute worker, started on first use (loads the model and the index).
+    pub async fn compute(&self) -> anyhow::Result<ComputeHandle> {
+        let h = self.compute.get_or_try_init(|| crate::compute::start(&self.config, &self.store)).await?;
+        Ok(h.clone())
+    }
+
+    /// The worker if it has been started (does not start it).
+    pub fn compute_if_started(&self) -> Option<ComputeHandle> {
+        self.compute.get().cloned()
+    }
+
+    /// Persists the index and stops the compute worker (if it was started). Call before the process exits.
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        if let Some(h) = self.compute.get() {
+            h.shutdown().await?;
+        }
+        Ok(())
     }
 }

@@ -257,6 +257,10 @@ pub struct EmbedConfig {
     /// Bounded queue between the async side and the compute worker.
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
+    /// The embed task stores vectors at least this often (requests to the worker are sized to take about this
+    /// long), so a process killed mid-run keeps what it computed.
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
 }
 
 fn default_model_dir() -> PathBuf {
@@ -275,6 +279,9 @@ fn default_threads() -> usize {
 }
 fn default_queue() -> usize {
     256
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl Default for EmbedConfig {
@@ -479,6 +486,9 @@ impl Config {
         }
         if self.embed.batch_size == 0 {
             return Err(invalid(Some("batch_size"), "embed.batch_size must be at least 1".into()));
+        }
+        if self.embed.commit_interval.is_zero() {
+            return Err(invalid(Some("commit_interval"), "embed.commit_interval must be more than 0s".into()));
         }
         if !matches!(self.index.kind.as_str(), "flat" | "hnsw") {
             return Err(invalid(Some("kind"), format!("index.kind must be \"flat\" or \"hnsw\", not {:?}", self.index.kind)));

@@ -53,7 +53,7 @@ pub async fn alert_keyed(app: &App, kind: &str, key: &str, message: &str) {
         tracing::debug!(alert = kind, "identical alert raised recently; not repeated");
         return;
     }
-    crate::daemon::metrics::global().alerts.get_or_create(&vec![("kind".to_string(), kind.to_string())]).inc();
+    crate::metrics::global().alerts.get_or_create(&vec![("kind".to_string(), kind.to_string())]).inc();
     if let Err(e) = app.store.record_alert(kind, message).await {
         tracing::warn!(error = %e, "recording an operations alert");
     }

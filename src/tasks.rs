@@ -78,7 +78,7 @@ pub async fn run_task_until(app: &App, task: &TaskSpec, stop: &CancellationToken
         TaskSpec::Crawl { sources } => {
             let opts = CrawlOptions { sources: sources.clone(), force: false };
             let report = app.crawler()?.crawl(&opts).await?;
-            let metrics = crate::daemon::metrics::global();
+            let metrics = crate::metrics::global();
             metrics.articles_crawled.inc_by(report.totals.new as u64);
             let failed: Vec<serde_json::Value> = report
                 .sources

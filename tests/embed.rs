@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use newsd::compute::SearchFilter;
+use newsd::index::vector::SearchFilter;
 use newsd::config::{Config, SourceConfig};
 use newsd::embed::model::{Model, ModelSpec};
 use newsd::store::{NewArticle, Store};
@@ -209,10 +209,16 @@ async fn embed_is_incremental_persistent_and_recovers_from_bad_index_files() {
     drop(app);
 
     let index_dir = newsd::index::vector::version_dir(&cfg.index_dir(), &version);
-    let index_file = index_dir.join("index.faiss");
     let manifest = newsd::index::vector::read_manifest(&index_dir).expect("manifest written");
     assert_eq!(manifest.count, 60);
     assert_eq!(manifest.model_version, version);
+    // The manifest names the file it describes; no other index or temporary file is left beside it.
+    let index_file = newsd::index::vector::index_path(&index_dir);
+    assert_eq!(index_file.file_name().unwrap().to_str().unwrap(), manifest.index_file);
+    assert!(index_file.exists());
+    let mut files: Vec<String> = std::fs::read_dir(&index_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(files, vec![manifest.index_file.clone(), "manifest.json".to_string()]);
 
     // Restart: the saved index is used as is.
     let app = App::open(cfg.clone()).await.unwrap();
@@ -222,7 +228,7 @@ async fn embed_is_incremental_persistent_and_recovers_from_bad_index_files() {
     assert_eq!(h.live_ids(&version).await.unwrap().len(), 60);
     app.shutdown().await.unwrap();
     drop(app);
-    let mtime = std::fs::metadata(&index_file).unwrap().modified().unwrap();
+    let generation = newsd::index::vector::read_manifest(&index_dir).unwrap().generation;
 
     // Crash after the database commit, before the index save: vectors for 5 new articles are in the DB only.
     let app = App::open(cfg.clone()).await.unwrap();
@@ -243,7 +249,10 @@ async fn embed_is_incremental_persistent_and_recovers_from_bad_index_files() {
     let live = h.live_ids(&version).await.unwrap();
     assert_eq!(live.len(), 64);
     assert!(more.iter().all(|id| live.contains(id)) && !live.contains(&ids[20]));
-    assert!(std::fs::metadata(&index_file).unwrap().modified().unwrap() >= mtime);
+    // The repair was saved (this process owns the index): a newer generation describing the repaired index.
+    let repaired = newsd::index::vector::read_manifest(&index_dir).unwrap();
+    assert!(repaired.generation > generation, "{} > {generation}", repaired.generation);
+    assert_eq!(repaired.count, 64);
     // The 5 articles' hashes do not match what was "embedded": they are embedded again (their content says so),
     // the other 59 are not touched.
     let r = newsd::embed::run_embed(&app).await.unwrap();
@@ -252,10 +261,19 @@ async fn embed_is_incremental_persistent_and_recovers_from_bad_index_files() {
     drop(app);
 
     // Bad files: truncated, garbage, foreign dimensions. Each is rebuilt from the stored vectors; no crash.
-    let bytes = std::fs::read(&index_file).unwrap();
+    let bytes = std::fs::read(newsd::index::vector::index_path(&index_dir)).unwrap();
+    let index_file = || newsd::index::vector::index_path(&index_dir);
     let corruptions: Vec<(&str, Box<dyn Fn()>)> = vec![
-        ("truncated", Box::new(|| std::fs::write(&index_file, &bytes[..bytes.len() / 2]).unwrap())),
-        ("garbage", Box::new(|| std::fs::write(&index_file, b"this is not a faiss index").unwrap())),
+        ("truncated", Box::new(|| std::fs::write(index_file(), &bytes[..bytes.len() / 2]).unwrap())),
+        ("garbage", Box::new(|| std::fs::write(index_file(), b"this is not a faiss index").unwrap())),
+        (
+            "manifest names another folder's file",
+            Box::new(|| {
+                let mut m = newsd::index::vector::read_manifest(&index_dir).unwrap();
+                m.index_file = "../../newsd.db".into();
+                std::fs::write(index_dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+            }),
+        ),
         (
             "manifest lies about dims",
             Box::new(|| {
@@ -460,5 +478,121 @@ async fn prune_rebuilds_an_hnsw_index_that_would_be_mostly_tombstones() {
     let app = App::open(cfg).await.unwrap();
     let info = app.compute().await.unwrap().info().await.unwrap();
     assert_eq!((info[0].vectors, info[0].tombstones), (9, 0));
+    app.shutdown().await.unwrap();
+}
+
+/// Writes a config file for the real binary: the data directory and the model, one corpus source, `extra` after.
+fn write_config_file(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("newsd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"data\"\n\n[embed]\nmodel_dir = \"{}\"\nonnxruntime_library = \"{}\"\n{extra}\n\n[logging]\nfiles = false\n\n\
+             [[sources]]\nname = \"corpus\"\nurl = \"http://127.0.0.1:9/feed\"\n",
+            root().join("models/all-MiniLM-L6-v2").display(),
+            root().join("models/onnxruntime/libonnxruntime.so.1.32.0").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Issue 10 #14: `newsd embed` killed with SIGKILL over and over, each life shorter than one old commit unit
+/// (32 texts at batch_size 4, several seconds here): every life stores what it embedded (commits come every
+/// `embed.commit_interval`, the first after one batch), progress never goes back, and a last run completes
+/// without re-embedding anything or leaving a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loop_shorter_than_a_batch_keeps_each_lifes_vectors() {
+    const ARTICLES: usize = 150;
+    const LIVES: usize = 8;
+    let tmp = tempfile::tempdir().unwrap();
+    let config_path = write_config_file(tmp.path(), "batch_size = 4\ncommit_interval = \"500ms\"");
+    let cfg = Config::load(&config_path).unwrap();
+    let app = App::open(cfg.clone()).await.unwrap();
+    let ids = insert_corpus(&app.store, &cfg, ARTICLES, 3, |_, _| {}).await;
+    assert_eq!(ids.len(), ARTICLES);
+    let version = app.compute().await.unwrap().target_version().to_string();
+    app.shutdown().await.unwrap();
+    let store = app.store.clone();
+
+    // Life 0 calibrates on this machine (loaded CI machines are slow): it is killed at its first commit, and its
+    // time from the worker's start to that commit (one batch plus a transaction) sets the others' length:
+    // max(1.5 s, 1.5 x that), far less than the old commit unit of 32 texts takes.
+    let mut counts = vec![0i64];
+    let mut life_length: Option<Duration> = None;
+    for life in 0..LIVES {
+        let log = tmp.path().join(format!("life-{life}.log"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_newsd"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("embed")
+            .env("RUST_LOG", "info,newsd::embed=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let wait_for = |what: &str, child: &mut std::process::Child| {
+            let what = what.to_string();
+            let read = &read;
+            let r: Result<(), String> = loop {
+                if read().contains(&what) {
+                    break Ok(());
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break Err(format!("life {life} exited before {what:?}:\n{}", read()));
+                }
+                if std::time::Instant::now() > deadline {
+                    break Err(format!("life {life}: no {what:?}:\n{}", read()));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            r
+        };
+        wait_for("compute worker started", &mut child).unwrap();
+        let started = std::time::Instant::now();
+        match life_length {
+            None => {
+                wait_for("embedded and indexed", &mut child).unwrap();
+                life_length = Some((started.elapsed() * 3 / 2).max(Duration::from_millis(1500)));
+            }
+            Some(d) => tokio::time::sleep(d).await,
+        }
+        let finished = child.try_wait().unwrap().is_some();
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        counts.push(store.count_embeddings(&version).await.unwrap());
+        if finished {
+            break;
+        }
+    }
+    eprintln!("life length {life_length:?}; vectors stored after each life: {counts:?}");
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "stored vectors never go back: {counts:?}");
+    let lives = counts.len() - 1;
+    let progressed = counts.windows(2).filter(|w| w[1] > w[0]).count();
+    let last_log = std::fs::read_to_string(tmp.path().join(format!("life-{}.log", lives - 1))).unwrap_or_default();
+    assert!(progressed * 2 >= lives, "most lives store something: {counts:?}; the last life's log:\n{last_log}");
+    let stored = *counts.last().unwrap();
+    assert!(stored > 0, "{counts:?}");
+
+    // A last, uninterrupted run embeds exactly what the killed lives did not, and the index matches the database.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_newsd")).arg("--config").arg(&config_path).args(["embed", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["embedded"].as_i64(), Some(ARTICLES as i64 - stored), "{report}");
+    assert_eq!((report["pending"].as_i64(), report["index_size"].as_u64()), (Some(0), Some(ARTICLES as u64)), "{report}");
+    assert_eq!(store.count_embeddings(&version).await.unwrap(), ARTICLES as i64);
+    let distinct = store.scalar_i64(&format!("SELECT COUNT(DISTINCT article_id) FROM embeddings WHERE model_version = '{version}'")).await.unwrap();
+    assert_eq!(distinct, ARTICLES as i64, "one vector per article");
+    let app = App::open(cfg.clone()).await.unwrap();
+    let h = app.compute().await.unwrap();
+    let mut live = h.live_ids(&version).await.unwrap();
+    live.sort_unstable();
+    let mut expected = ids.clone();
+    expected.sort_unstable();
+    assert_eq!(live, expected);
+    let info = h.info().await.unwrap();
+    assert_eq!(info[0].tombstones, 0, "no vector added twice");
     app.shutdown().await.unwrap();
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use newsd::compute::SearchFilter;
+use newsd::index::vector::SearchFilter;
 use newsd::config::{Config, SourceConfig};
 use newsd::crawl::{CrawlOptions, Crawler};
 use newsd::testkit::{corpus, NewsServer};
@@ -136,4 +136,169 @@ async fn crawled_corpus_same_event_from_other_outlets_ranks_above_unrelated() {
     let old = newsd::index::search(&app, "rock and roll pioneer dies", 5, Some(Duration::from_secs(20 * 365 * 86400))).await.unwrap();
     assert_eq!(old.results.len(), 5);
     app.shutdown().await.unwrap();
+}
+
+/// The running daemon (`newsd run`), killed when dropped.
+struct DaemonProcess(std::process::Child);
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The folder of the (single) model version's index once a saved index holds a few vectors (the daemon saves an
+/// empty one at start).
+fn saved_index_dir(index_dir: &std::path::Path) -> Option<PathBuf> {
+    std::fs::read_dir(index_dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| newsd::index::vector::read_manifest(p).is_some_and(|m| m.count >= 8))
+}
+
+/// Issue 10 #12: CLI `newsd search` processes (20, ten at a time) beside a `newsd run` daemon that is crawling and
+/// embedding (saving its index every few vectors): every search succeeds; none writes the index (the daemon owns
+/// it; each CLI process says it keeps its repairs in memory); a reader loading the index in a loop meanwhile never
+/// finds a manifest that disagrees with its file; after the daemon stops, the saved index loads as is (no
+/// rebuild) and holds every stored vector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cli_searches_beside_a_crawling_daemon_never_write_or_break_the_index() {
+    let all = corpus::load().expect("the test corpus is fetched by scripts/setup.sh (see README)");
+    let mut seen = std::collections::HashSet::new();
+    let picked: Vec<_> = all
+        .iter()
+        .filter(|a| (a.source == "cnn" || a.source == "aljazeera") && a.text.len() > 300 && !a.title.trim().is_empty())
+        .filter(|a| seen.insert(a.title.clone()))
+        .take(80)
+        .cloned()
+        .collect();
+    assert_eq!(picked.len(), 80);
+    let server = NewsServer::start(picked.clone()).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut text = format!(
+        "data_dir = \"data\"\n\n[crawl]\nper_host_interval = \"50ms\"\nbatch_size = 5\n\n\
+         [embed]\nmodel_dir = \"{}\"\nonnxruntime_library = \"{}\"\nbatch_size = 4\ncommit_interval = \"300ms\"\n\n\
+         [index]\nsave_every = 4\n\n[daemon]\nschedules_dir = \"schedules\"\nshutdown_grace = \"30s\"\n\n[logging]\nfiles = false\n",
+        root.join("models/all-MiniLM-L6-v2").display(),
+        root.join("models/onnxruntime/libonnxruntime.so.1.32.0").display()
+    );
+    for source in ["cnn", "aljazeera"] {
+        text.push_str(&format!("\n[[sources]]\nname = \"{source}\"\nurl = \"{}\"\nfull_text = true\n", server.url(&format!("/feeds/{source}"))));
+    }
+    let config_path = dir.join("newsd.toml");
+    std::fs::write(&config_path, text).unwrap();
+    std::fs::create_dir_all(dir.join("schedules")).unwrap();
+    std::fs::write(
+        dir.join("schedules/jobs.toml"),
+        "[[job]]\nname = \"crawl\"\ncron = \"* * * * * *\"\ntask = \"crawl\"\noverlap = \"skip\"\n\n\
+         [[job]]\nname = \"embed\"\ncron = \"* * * * * *\"\ntask = \"embed\"\noverlap = \"skip\"\n",
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_newsd");
+    let daemon_log = dir.join("daemon.log");
+    let mut daemon = DaemonProcess(
+        std::process::Command::new(bin)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&daemon_log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&daemon_log).unwrap_or_default();
+    let index_root = dir.join("data/index");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let index_dir = loop {
+        if let Some(d) = saved_index_dir(&index_root) {
+            break d;
+        }
+        assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon exited:\n{}", log());
+        assert!(std::time::Instant::now() < deadline, "no index saved:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // A reader loading the saved index in a loop while the daemon saves it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, index_dir) = (stop.clone(), index_dir.clone());
+        std::thread::spawn(move || {
+            let (mut loads, mut errors, mut sizes) = (0, Vec::new(), std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let m = newsd::index::vector::read_manifest(&index_dir).expect("the manifest is always there once written");
+                match newsd::index::vector::VectorIndex::load(&m.model_version, m.kind, m.dims, m.hnsw_m, 64, index_dir.clone()) {
+                    Ok(ix) => {
+                        loads += 1;
+                        sizes.insert(ix.len());
+                    }
+                    Err(e) => errors.push(e),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (loads, errors, sizes)
+        })
+    };
+
+    let before = std::fs::read_to_string(index_dir.join("manifest.json")).unwrap();
+    let mut outputs = Vec::new();
+    for wave in 0..2 {
+        let children: Vec<_> = (0..10)
+            .map(|i| {
+                let title = &picked[(wave * 10 + i) % picked.len()].title;
+                std::process::Command::new(bin)
+                    .arg("--config")
+                    .arg(&config_path)
+                    .args(["search", title, "-k", "3", "--json"])
+                    .env("RUST_LOG", "info")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            outputs.push(tokio::task::spawn_blocking(move || c.wait_with_output().unwrap()).await.unwrap());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (loads, errors, sizes) = reader.join().unwrap();
+
+    for out in &outputs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a search failed: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        assert!(report["index_size"].as_u64().unwrap() > 0, "{report}");
+        assert!(stderr.contains("keeps its index changes in memory"), "the daemon owns the index, not this search: {stderr}");
+        assert!(!stderr.contains("rebuilding the index"), "a search found the saved index unusable: {stderr}");
+    }
+    assert!(errors.is_empty(), "{} of {} loads failed while the daemon saved: {:?}", errors.len(), loads + errors.len(), &errors[..errors.len().min(5)]);
+    assert!(loads > 0);
+    eprintln!("{loads} loads meanwhile; index sizes seen: {sizes:?}");
+    // The daemon kept saving during the searches (it was embedding), so the readers raced real saves.
+    let during = std::fs::read_to_string(index_dir.join("manifest.json")).unwrap();
+    assert_ne!(before, during, "the daemon saved its index while the searches ran");
+
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || {
+        daemon.0.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", log());
+    assert!(!log().contains("saving the index:"), "{}", log());
+
+    // The saved index is consistent with its manifest and with the database: it loads as is.
+    let m = newsd::index::vector::read_manifest(&index_dir).unwrap();
+    let ix = newsd::index::vector::VectorIndex::load(&m.model_version, m.kind, m.dims, m.hnsw_m, 64, index_dir.clone())
+        .unwrap_or_else(|e| panic!("the saved index needs a rebuild: {e}"));
+    let store = newsd::store::Store::open(&format!("sqlite://{}", dir.join("data/newsd.db").display()), 2, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(ix.len() as i64, store.count_embeddings(&m.model_version).await.unwrap());
+    let mut files: Vec<String> = std::fs::read_dir(&index_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(files, vec![m.index_file.clone(), "manifest.json".to_string()], "no temporary or old files left");
 }

@@ -111,7 +111,7 @@ pub async fn run(args: &SearchBenchArgs) -> anyhow::Result<()> {
         drop(app);
 
         // Raw FAISS: the same saved file, searched on a blocking thread with 1 OpenMP thread.
-        let path = crate::index::vector::version_dir(&cfg.index_dir(), &version).join(crate::index::vector::INDEX_FILE);
+        let path = crate::index::vector::index_path(&crate::index::vector::version_dir(&cfg.index_dir(), &version));
         let qs = queries.clone();
         let k = args.k;
         let (mut raw_ms, raw_hits) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<f64>, Vec<Vec<i64>>)> {

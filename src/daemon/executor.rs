@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::Notify;
 
-use super::metrics::{global as metrics, labels};
+use crate::metrics::{global as metrics, labels};
 use crate::app::App;
 use crate::schedule::{JobSpec, Overlap};
 use crate::tasks::run_task_until;

@@ -54,7 +54,7 @@ async fn healthz(State(s): State<HttpState>) -> Response {
     let body = serde_json::json!({
         "ready": ready,
         "uptime_seconds": s.started_at.elapsed().as_secs(),
-        "jobs_running": super::metrics::global().jobs_running.get(),
+        "jobs_running": crate::metrics::global().jobs_running.get(),
         "jobs": jobs,
     });
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -62,7 +62,7 @@ async fn healthz(State(s): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    let m = super::metrics::global();
+    let m = crate::metrics::global();
     // Gauges read from the database at scrape time.
     if let Ok(n) = s.app.store.count_articles().await {
         m.articles_stored.set(n);

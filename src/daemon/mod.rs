@@ -16,7 +16,6 @@ pub mod disk;
 pub mod executor;
 pub mod http;
 pub mod lock;
-pub mod metrics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +27,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 
 use crate::app::App;
+use crate::metrics;
 use crate::schedule::runner::{CronRunner, FireFn};
 use crate::schedule::{self, Missed};
 use executor::{Executor, FiredBy};

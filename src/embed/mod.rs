@@ -133,7 +133,7 @@ async fn run(app: &App, bar: Option<&indicatif::ProgressBar>) -> anyhow::Result<
     }
     let index_size = h.info().await?.into_iter().find(|e| e.serving).map(|e| e.vectors).unwrap_or(0);
     let embedded: u64 = versions.iter().map(|v| v.embedded).sum();
-    crate::daemon::metrics::global().articles_embedded.inc_by(embedded);
+    crate::metrics::global().articles_embedded.inc_by(embedded);
     let secs = started.elapsed().as_secs_f64();
     Ok(EmbedReport {
         model_version: target,
@@ -151,17 +151,25 @@ async fn run(app: &App, bar: Option<&indicatif::ProgressBar>) -> anyhow::Result<
 
 /// Embeds the pending articles of one version in chunks, keeping one chunk in flight in the worker while the
 /// previous one is stored, so the worker does not wait for the database.
+///
+/// Each chunk is one database transaction. Chunks are sized by time, not only by count: the first is one inference
+/// batch, the next ones as many articles as the measured rate embeds in `embed.commit_interval` (at most
+/// `batch_size * 8`, at least one batch). So a process killed (or a job cancelled) mid-run has stored what it
+/// computed up to about one interval before, and a crash loop of short lives still makes progress.
 async fn embed_version(app: &App, h: &ComputeHandle, version: &str, bar: Option<&indicatif::ProgressBar>) -> anyhow::Result<u64> {
     let store = &app.store;
     let cutoff = retention_cutoff(app);
     let max_tokens = crate::embed::model::ModelSpec::from_config(&app.config).map(|s| s.max_tokens).unwrap_or(512);
-    let chunk = (app.config.embed.batch_size * 8).clamp(32, 1024) as i64;
+    let batch = app.config.embed.batch_size.max(1);
+    let max_chunk = (batch * 8).clamp(32, 1024).max(batch);
+    let interval = app.config.embed.commit_interval.max(Duration::from_millis(1));
+    let mut sizer = ChunkSizer::new(batch, max_chunk, interval);
     let mut after = 0i64;
     let mut done = 0u64;
-    type InFlight = (Vec<PendingArticle>, tokio::task::JoinHandle<Result<Vec<Vec<f32>>, crate::compute::ComputeError>>);
+    type InFlight = (Vec<PendingArticle>, tokio::task::JoinHandle<Result<Vec<Vec<f32>>, crate::compute::error::ComputeError>>);
     let mut in_flight: Option<InFlight> = None;
     loop {
-        let rows = store.pending_embeddings(version, after, cutoff, chunk).await?;
+        let rows = store.pending_embeddings(version, after, cutoff, sizer.next() as i64).await?;
         let next = match rows.last() {
             Some(last) => {
                 after = last.id;
@@ -173,6 +181,7 @@ async fn embed_version(app: &App, h: &ComputeHandle, version: &str, bar: Option<
         };
         if let Some((rows, job)) = in_flight.take() {
             let vectors = job.await??;
+            sizer.done(rows.len());
             let items: Vec<(i64, String)> = rows.iter().map(|r| (r.id, r.content_hash.clone())).collect();
             store.store_embeddings(version, &items, &vectors).await?;
             h.add(version, rows.iter().map(|r| r.id).collect(), &vectors).await?;
@@ -188,4 +197,57 @@ async fn embed_version(app: &App, h: &ComputeHandle, version: &str, bar: Option<
         }
     }
     Ok(done)
+}
+
+/// Sizes embedding requests so each takes about `interval` at the measured throughput.
+#[derive(Debug)]
+struct ChunkSizer {
+    batch: usize,
+    max: usize,
+    interval: Duration,
+    size: usize,
+    last: Instant,
+}
+
+impl ChunkSizer {
+    fn new(batch: usize, max: usize, interval: Duration) -> ChunkSizer {
+        ChunkSizer { batch, max, interval, size: batch, last: Instant::now() }
+    }
+
+    fn next(&self) -> usize {
+        self.size
+    }
+
+    /// A chunk of `n` articles came back: the time since the previous one is what the worker needed for it (one
+    /// chunk is always queued behind the one being stored, so the worker is not idle in between).
+    fn done(&mut self, n: usize) {
+        let took = self.last.elapsed().max(Duration::from_millis(1));
+        self.last = Instant::now();
+        let rate = n as f64 / took.as_secs_f64();
+        // Whole batches, so no inference runs a part-filled batch.
+        let batches = (rate * self.interval.as_secs_f64() / self.batch as f64).round() as usize;
+        self.size = (batches * self.batch).clamp(self.batch, self.max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_start_at_one_batch_and_follow_the_rate_within_bounds() {
+        let mut s = ChunkSizer::new(8, 64, Duration::from_secs(1));
+        assert_eq!(s.next(), 8, "the first request is one batch");
+        // 8 articles in ~0 ms: fast, capped at the maximum.
+        s.done(8);
+        assert_eq!(s.next(), 64);
+        // 64 articles in 2 s = 32/s: 32 per second.
+        s.last = Instant::now() - Duration::from_secs(2);
+        s.done(64);
+        assert_eq!(s.next(), 32);
+        // 8 articles in 10 s: slower than one batch per interval, still one batch.
+        s.last = Instant::now() - Duration::from_secs(10);
+        s.done(8);
+        assert_eq!(s.next(), 8);
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
-use crate::compute::ComputeError;
+use crate::compute::error::ComputeError;
 use crate::config::Config;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,8 +28,61 @@ pub struct ModelSpec {
     pub pooling: Pooling,
     pub max_tokens: usize,
     pub normalize: bool,
-    /// Stored with every vector; a new version means re-embedding into a new index.
+    /// Stored with every vector; a new version means re-embedding into a new index. Unless set in
+    /// `newsd-model.toml` or the config: `<folder>-<first 16 hex digits of the sha256 of model.onnx>`.
     pub version: String,
+    /// The identity versions before the sha256 used (`<folder>-<model.onnx size>`), when `version` was derived
+    /// from the file: a database made then keeps its vectors (see [`ModelSpec::adopt_legacy_version`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_version: Option<String>,
+}
+
+/// Cache of model file digests in the data directory (hashing a 90 MB model costs ~0.3 s per process start).
+pub const DIGEST_CACHE: &str = "model-digests.json";
+
+/// A cached digest, valid while the file keeps its size and modification time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DigestEntry {
+    size: u64,
+    mtime_ns: u64,
+    sha256: String,
+}
+
+/// The sha256 (hex) of a file, from the process's memory, the cache file (keyed by path, size and mtime) or by
+/// reading the file; a computed digest is written back to the cache file (best effort).
+pub fn file_digest(path: &Path, cache: Option<&Path>) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    static MEMORY: std::sync::Mutex<Option<HashMap<String, DigestEntry>>> = std::sync::Mutex::new(None);
+    let meta = std::fs::metadata(path)?;
+    let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+    let fresh = |e: &DigestEntry| e.size == meta.len() && e.mtime_ns == mtime_ns;
+    if let Some(e) = MEMORY.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key).filter(|e| fresh(e)) {
+        return Ok(e.sha256.clone());
+    }
+    let mut on_disk: HashMap<String, DigestEntry> =
+        cache.and_then(|c| std::fs::read_to_string(c).ok()).and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let entry = match on_disk.get(&key).filter(|e| fresh(e)) {
+        Some(e) => e.clone(),
+        None => {
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+            let e = DigestEntry { size: meta.len(), mtime_ns, sha256: hex::encode(hasher.finalize()) };
+            if let Some(c) = cache {
+                on_disk.insert(key.clone(), e.clone());
+                let text = serde_json::to_string_pretty(&on_disk).unwrap_or_default();
+                if let Err(err) = c.parent().map_or(Ok(()), std::fs::create_dir_all).map_err(|e| e.to_string()).and_then(|_| {
+                    crate::index::vector::write_atomic(c, text.as_bytes()).map_err(|e| e.to_string())
+                }) {
+                    tracing::debug!("model digest cache {}: {err}", c.display());
+                }
+            }
+            e
+        }
+    };
+    MEMORY.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(key, entry.clone());
+    Ok(entry.sha256)
 }
 
 /// `newsd-model.toml` in a model folder (every field optional).
@@ -62,7 +115,7 @@ impl ModelSpec {
     /// The model the config asks for.
     pub fn from_config(config: &Config) -> Result<ModelSpec, ComputeError> {
         let e = &config.embed;
-        let mut spec = ModelSpec::from_dir(&config.resolve(&e.model_dir))?;
+        let mut spec = ModelSpec::from_dir_cached(&config.resolve(&e.model_dir), Some(&config.data_dir().join(DIGEST_CACHE)))?;
         if let Some(d) = e.dims {
             spec.dims = d;
         }
@@ -74,12 +127,31 @@ impl ModelSpec {
         }
         if let Some(v) = &e.model_version {
             spec.version = v.clone();
+            spec.legacy_version = None;
         }
         Ok(spec)
     }
 
+    /// Keeps the identity an existing database knows this model by: when `active` (the database's model version)
+    /// is this model's pre-sha256 identity, vectors made with it stay valid and nothing is re-embedded. (A model
+    /// file swapped for another of the same size is not detected for such a database, as before; any other change
+    /// of the file gives a new version.)
+    pub fn adopt_legacy_version(&mut self, active: Option<&str>) {
+        if let (Some(legacy), Some(active)) = (&self.legacy_version, active) {
+            if legacy == active && self.version != active {
+                tracing::debug!(version = %active, sha256_version = %self.version, "the database knows this model by its older identity; keeping it");
+                self.version = active.to_string();
+            }
+        }
+    }
+
     /// Reads a model folder's own settings (without loading the model).
     pub fn from_dir(dir: &Path) -> Result<ModelSpec, ComputeError> {
+        ModelSpec::from_dir_cached(dir, None)
+    }
+
+    /// [`ModelSpec::from_dir`], with the model file's digest cached in `digest_cache` across processes.
+    pub fn from_dir_cached(dir: &Path, digest_cache: Option<&Path>) -> Result<ModelSpec, ComputeError> {
         if !dir.is_dir() {
             return Err(missing(dir, "model folder"));
         }
@@ -107,11 +179,20 @@ impl ModelSpec {
                 _ => Pooling::Mean,
             },
         };
-        let version = mf.version.unwrap_or_else(|| {
-            let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-            let size = std::fs::metadata(dir.join("model.onnx")).map(|m| m.len()).unwrap_or(0);
-            format!("{name}-{size}")
-        });
+        let (version, legacy_version) = match mf.version {
+            Some(v) => (v, None),
+            None => {
+                let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+                let model = dir.join("model.onnx");
+                let size = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);
+                let legacy = format!("{name}-{size}");
+                // An unreadable model file fails to load later, with its path; its version does not matter.
+                match file_digest(&model, digest_cache) {
+                    Ok(sha) => (format!("{name}-{}", &sha[..16]), Some(legacy)),
+                    Err(_) => (legacy, None),
+                }
+            }
+        };
         Ok(ModelSpec {
             dir: dir.to_path_buf(),
             dims,
@@ -119,6 +200,7 @@ impl ModelSpec {
             max_tokens: max_tokens.max(8),
             normalize: mf.normalize.unwrap_or(true),
             version,
+            legacy_version,
         })
     }
 
@@ -331,8 +413,33 @@ mod tests {
         write(&dir, "1_Pooling/config.json", r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#);
         let spec = ModelSpec::from_dir(&dir).unwrap();
         assert_eq!((spec.dims, spec.max_tokens, spec.pooling, spec.normalize), (512, 128, Pooling::Cls, true));
-        // Without a declared version, the folder name and model size identify the vectors.
-        assert_eq!(spec.version, "bge-small-10");
+        // Without a declared version, the folder name and the model file's sha256 identify the vectors; the older
+        // identity (folder name and size) is kept for databases made with it.
+        assert_eq!(spec.version, "bge-small-84d89877f0d4041e");
+        assert_eq!(spec.legacy_version.as_deref(), Some("bge-small-10"));
+        let mut adopted = spec.clone();
+        adopted.adopt_legacy_version(Some("bge-small-10"));
+        assert_eq!(adopted.version, "bge-small-10");
+        let mut other = spec.clone();
+        other.adopt_legacy_version(Some("bge-small-11"));
+        assert_eq!(other.version, "bge-small-84d89877f0d4041e", "another size is another model");
+
+        // Same size, other bytes: another version (the old identity could not tell them apart).
+        write(&dir, "model.onnx", "9876543210");
+        // (Timestamps are coarse: make the rewrite visibly newer, as a real model download is.)
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
+        std::fs::File::options().write(true).open(dir.join("model.onnx")).unwrap().set_modified(later).unwrap();
+        let swapped = ModelSpec::from_dir(&dir).unwrap();
+        assert_ne!(swapped.version, spec.version);
+        assert_eq!(swapped.legacy_version, spec.legacy_version);
+
+        // The digest cache: written once, reused while size and mtime match.
+        let cache = tmp.path().join("state").join(DIGEST_CACHE);
+        write(&dir, "other.onnx", "0123456789");
+        let d1 = file_digest(&dir.join("other.onnx"), Some(&cache)).unwrap();
+        assert_eq!(d1, "84d89877f0d4041efb6bf91a16f0248f2fd573e6af05c19f96bedb9f882f7882");
+        assert!(std::fs::read_to_string(&cache).unwrap().contains(&d1));
+        assert_eq!(file_digest(&dir.join("other.onnx"), Some(&cache)).unwrap(), d1);
     }
 
     #[test]

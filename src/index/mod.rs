@@ -1,6 +1,7 @@
 //! The FAISS index as tasks: search (with article details), prune (retention), reindex (rebuild from the stored
 //! vectors) and the summary `newsd status` shows. The index itself lives in the compute worker (see `compute`).
 
+pub mod owner;
 pub mod vector;
 
 use std::time::{Duration, Instant};
@@ -8,9 +9,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::app::App;
-use crate::compute::SearchFilter;
+use crate::compute::ComputeHandle;
 use crate::embed::model::ModelSpec;
 use crate::store::now_ms;
+use vector::SearchFilter;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchResult {
@@ -163,7 +165,7 @@ pub struct ReindexedVersion {
 }
 
 /// Empties one version's index and refills it from the stored vectors (logged with `why`).
-async fn rebuild(app: &App, h: &crate::compute::ComputeHandle, version: &str, why: String) -> anyhow::Result<()> {
+async fn rebuild(app: &App, h: &ComputeHandle, version: &str, why: String) -> anyhow::Result<()> {
     h.reset(version).await?;
     crate::compute::reconcile(h, &app.store, version, Some(why)).await
 }
@@ -204,11 +206,14 @@ pub struct IndexSummary {
 
 pub async fn summary(app: &App) -> anyhow::Result<IndexSummary> {
     let store = &app.store;
+    let active = store.active_model().await?.map(|m| m.version);
     let (target, model_error) = match ModelSpec::from_config(&app.config) {
-        Ok(s) => (Some(s.version), None),
+        Ok(mut s) => {
+            s.adopt_legacy_version(active.as_deref());
+            (Some(s.version), None)
+        }
         Err(e) => (app.config.embed.model_version.clone(), Some(e.to_string())),
     };
-    let active = store.active_model().await?.map(|m| m.version);
     let serving = active.clone().or_else(|| target.clone());
     let index_dir = app.config.index_dir();
     let manifest = serving.as_deref().and_then(|v| vector::read_manifest(&vector::version_dir(&index_dir, v)));

@@ -2,8 +2,14 @@
 //!
 //! "flat" is `IDMap2,Flat` (exact, supports removal). "hnsw" is `IDMap,HNSW{m}` (approximate; FAISS cannot remove
 //! from it, so removed ids become tombstones filtered at search with an `IDSelectorNot(IDSelectorBatch)` and the
-//! index is rebuilt by `reindex`). Files are written atomically (temporary file, fsync, rename) with a manifest
-//! that lets the next start tell a good file from a missing, truncated, foreign or stale one.
+//! index is rebuilt by `reindex`).
+//!
+//! Files: each save writes a new generation `index.<n>.faiss` (a uniquely named temporary file, fsync, rename), then
+//! `manifest.json` (the same way), which names that file; then the previous generation is deleted. A reader reads
+//! the manifest first and then the file it names, so it never pairs a manifest with another save's file; if the
+//! owner replaced the file in between, the reader sees the manifest changed and reads again. The manifest lets the
+//! next start tell a good file from a missing, truncated, foreign or stale one. Only the process holding the
+//! index lock saves (see `index::owner`).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -14,10 +20,25 @@ use faiss::index::IndexImpl;
 use faiss::{Idx, Index, MetricType};
 use serde::{Deserialize, Serialize};
 
-use crate::compute::{ComputeError, Hit, SearchFilter};
+use crate::compute::error::ComputeError;
 
+/// The index file of manifests before format 2 (one fixed name, rewritten in place).
 pub const INDEX_FILE: &str = "index.faiss";
 pub const MANIFEST_FILE: &str = "manifest.json";
+const MANIFEST_FORMAT: u32 = 2;
+
+/// A search result: an article id and its cosine similarity to the query (vectors are L2-normalised).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Hit {
+    pub article_id: i64,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SearchFilter {
+    /// Article ids that must not be returned (the query's own articles, deleted ones).
+    pub exclude: Vec<i64>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +72,25 @@ pub struct Manifest {
     pub checksum: String,
     pub file_bytes: u64,
     pub saved_at: i64,
+    /// The index file this manifest describes, in the same folder (format 1: always `index.faiss`).
+    #[serde(default = "legacy_index_file")]
+    pub index_file: String,
+    /// Increases with every save (0 for format 1).
+    #[serde(default)]
+    pub generation: u64,
+}
+
+fn legacy_index_file() -> String {
+    INDEX_FILE.to_string()
+}
+
+impl Manifest {
+    /// The index file's path, if the manifest names a plain file in `dir` (nothing else is trusted).
+    pub fn index_path(&self, dir: &Path) -> Option<PathBuf> {
+        let name = Path::new(&self.index_file);
+        let plain = name.file_name().is_some_and(|n| n == name.as_os_str()) && self.index_file.ends_with(".faiss");
+        plain.then(|| dir.join(name))
+    }
 }
 
 /// Order-independent checksum of a set of ids: wrapping sum of a 64-bit mix of each id. Cheap to maintain
@@ -134,6 +174,8 @@ pub struct VectorIndex {
     duplicates: usize,
     /// Additions and removals since the last save.
     pub unsaved: usize,
+    /// Generation of the last save this process made or loaded.
+    generation: u64,
 }
 
 impl VectorIndex {
@@ -160,6 +202,7 @@ impl VectorIndex {
             filter: None,
             duplicates: 0,
             unsaved: 0,
+            generation: 0,
         };
         v.apply_ef_search()?;
         Ok(v)
@@ -177,15 +220,25 @@ impl VectorIndex {
     /// `Err(reason)` says why it cannot be used (the caller rebuilds and logs the reason). Never panics on a bad file.
     pub fn load(version: &str, kind: IndexKind, dims: usize, hnsw_m: u32, ef_search: u32, dir: PathBuf) -> Result<VectorIndex, String> {
         let manifest_path = dir.join(MANIFEST_FILE);
-        let index_path = dir.join(INDEX_FILE);
-        let text = match std::fs::read_to_string(&manifest_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(if index_path.exists() { "manifest missing".into() } else { "no saved index".into() })
+        let mut text = read_manifest_text(&manifest_path, &dir)?;
+        // The owner may save (new file, new manifest, old file deleted) while this reads: when a load fails and the
+        // manifest has changed since it was read, read again. Bounded: a file that is bad stays bad.
+        for _ in 0..5 {
+            match VectorIndex::load_from(&text, version, kind, dims, hnsw_m, ef_search, dir.clone()) {
+                Ok(v) => return Ok(v),
+                Err(reason) => match read_manifest_text(&manifest_path, &dir) {
+                    Ok(now) if now != text => text = now,
+                    _ => return Err(reason),
+                },
             }
-            Err(e) => return Err(format!("manifest unreadable: {e}")),
-        };
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| format!("manifest corrupt: {e}"))?;
+        }
+        Err("the index was replaced repeatedly while it was being read".into())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_from(text: &str, version: &str, kind: IndexKind, dims: usize, hnsw_m: u32, ef_search: u32, dir: PathBuf) -> Result<VectorIndex, String> {
+        let m: Manifest = serde_json::from_str(text).map_err(|e| format!("manifest corrupt: {e}"))?;
+        let index_path = m.index_path(&dir).ok_or_else(|| format!("manifest names an invalid index file {:?}", m.index_file))?;
         if m.model_version != version {
             return Err(format!("saved index is for model version {:?}, not {version:?}", m.model_version));
         }
@@ -236,6 +289,7 @@ impl VectorIndex {
             filter: None,
             duplicates,
             unsaved: 0,
+            generation: m.generation,
         };
         v.apply_ef_search().map_err(|e| e.to_string())?;
         Ok(v)
@@ -399,7 +453,9 @@ impl VectorIndex {
         Ok(hits)
     }
 
-    /// Saves atomically: index to a temporary file, fsync, rename; then the manifest the same way; then the folder.
+    /// Saves a new generation: index to a uniquely named temporary file, fsync, rename to `index.<n>.faiss`; then
+    /// the manifest naming it the same way; then the folder; then the previous generation's file is deleted.
+    /// Call only in the process holding the index lock.
     pub fn save(&mut self, min_free_bytes: u64) -> Result<(), ComputeError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| fail(&format!("creating {}", self.dir.display()), e))?;
         let needed = (self.ids.len() as u64 + self.duplicates as u64) * (self.dims as u64 * 4 + 8) * 2;
@@ -414,15 +470,24 @@ impl VectorIndex {
         }
         let span = tracing::debug_span!("index_save", vectors = self.ids.len());
         let _enter = span.enter();
-        let tmp = self.dir.join(format!("{INDEX_FILE}.tmp"));
-        let final_path = self.dir.join(INDEX_FILE);
-        faiss::write_index(&self.index, tmp.to_str().ok_or_else(|| ComputeError::Failed("index path is not UTF-8".into()))?)
-            .map_err(|e| fail(&format!("writing {}", tmp.display()), e))?;
-        sync_file(&tmp)?;
-        let file_bytes = std::fs::metadata(&tmp).map_err(|e| fail("index file", e))?.len();
-        std::fs::rename(&tmp, &final_path).map_err(|e| fail(&format!("renaming {}", tmp.display()), e))?;
+        // After the current file on disk, which another owner may have written since this process loaded it.
+        let generation = self.generation.max(read_manifest(&self.dir).map(|m| m.generation).unwrap_or(0)) + 1;
+        let name = format!("index.{generation}.faiss");
+        let final_path = self.dir.join(&name);
+        let tmp = tempfile::Builder::new()
+            .prefix(".index.")
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)
+            .map_err(|e| fail(&format!("creating a temporary file in {}", self.dir.display()), e))?;
+        let tmp_path = tmp.path().to_path_buf();
+        faiss::write_index(&self.index, tmp_path.to_str().ok_or_else(|| ComputeError::Failed("index path is not UTF-8".into()))?)
+            .map_err(|e| fail(&format!("writing {}", tmp_path.display()), e))?;
+        // FAISS wrote through its own descriptor; syncing ours flushes the same inode.
+        tmp.as_file().sync_all().map_err(|e| fail(&format!("fsync {}", tmp_path.display()), e))?;
+        let file_bytes = std::fs::metadata(&tmp_path).map_err(|e| fail(&format!("{}", tmp_path.display()), e))?.len();
+        tmp.persist(&final_path).map_err(|e| fail(&format!("renaming {} to {}", tmp_path.display(), final_path.display()), e.error))?;
         let m = Manifest {
-            format: 1,
+            format: MANIFEST_FORMAT,
             model_version: self.version.clone(),
             kind: self.kind,
             dims: self.dims,
@@ -432,12 +497,43 @@ impl VectorIndex {
             checksum: format!("{:016x}", self.checksum),
             file_bytes,
             saved_at: crate::store::now_ms(),
+            index_file: name.clone(),
+            generation,
         };
         write_atomic(&self.dir.join(MANIFEST_FILE), serde_json::to_string_pretty(&m).unwrap_or_default().as_bytes())?;
         sync_dir(&self.dir);
+        self.generation = generation;
         self.unsaved = 0;
-        tracing::debug!(dir = %self.dir.display(), vectors = m.count, bytes = file_bytes, "index saved");
+        remove_leftovers(&self.dir, &name);
+        tracing::debug!(dir = %self.dir.display(), vectors = m.count, bytes = file_bytes, generation, "index saved");
         Ok(())
+    }
+}
+
+/// Deletes index files other than `keep` and temporary files a crashed save left. Owner only: no other process
+/// writes here, and a reader that loses its file to this re-reads the manifest.
+pub fn remove_leftovers(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale_index = name.starts_with("index.") && name.ends_with(".faiss") && name != keep;
+        let stale_tmp = name.ends_with(".tmp");
+        if stale_index || stale_tmp {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::debug!("removing {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
+fn read_manifest_text(manifest_path: &Path, dir: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(manifest_path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(if dir.join(INDEX_FILE).exists() { "manifest missing".into() } else { "no saved index".into() })
+        }
+        Err(e) => Err(format!("manifest unreadable: {e}")),
     }
 }
 
@@ -465,8 +561,9 @@ pub fn read_manifest(dir: &Path) -> Option<Manifest> {
     std::fs::read_to_string(dir.join(MANIFEST_FILE)).ok().and_then(|t| serde_json::from_str(&t).ok())
 }
 
-fn sync_file(path: &Path) -> Result<(), ComputeError> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(|e| fail(&format!("fsync {}", path.display()), e))
+/// The index file a folder's manifest names (the legacy `index.faiss` when there is no readable manifest).
+pub fn index_path(dir: &Path) -> PathBuf {
+    read_manifest(dir).and_then(|m| m.index_path(dir)).unwrap_or_else(|| dir.join(INDEX_FILE))
 }
 
 fn sync_dir(dir: &Path) {
@@ -475,12 +572,17 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Writes a small file atomically (temporary file, fsync, rename).
+/// Writes a small file atomically: a uniquely named temporary file beside it (so concurrent writers cannot take
+/// each other's), fsync, rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ComputeError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| fail(&format!("creating {}", tmp.display()), e))?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| fail(&format!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(&format!("renaming {}", tmp.display()), e))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".newsd.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| fail(&format!("creating a temporary file in {}", dir.display()), e))?;
+    tmp.write_all(data).and_then(|_| tmp.as_file().sync_all()).map_err(|e| fail(&format!("writing {}", tmp.path().display()), e))?;
+    tmp.persist(path).map_err(|e| fail(&format!("renaming to {}", path.display()), e.error))?;
     Ok(())
 }
 

@@ -546,9 +546,9 @@ impl Dispatcher {
                     error,
                 });
             }
-            crate::daemon::metrics::global()
+            crate::metrics::global()
                 .notifications
-                .get_or_create(&crate::daemon::metrics::labels(&[("target", &result.target), ("outcome", &result.outcome)]))
+                .get_or_create(&crate::metrics::labels(&[("target", &result.target), ("outcome", &result.outcome)]))
                 .inc();
             report.results.push(result);
         }

@@ -2,8 +2,8 @@
 //! the fixed metrics below or register its own counters and gauges by name:
 //!
 //! ```ignore
-//! newsd::daemon::metrics::global().counter("newsd_articles_embedded", "Articles embedded").inc_by(n);
-//! newsd::daemon::metrics::global().gauge("newsd_index_vectors", "Vectors in the index").set(len as i64);
+//! newsd::metrics::global().counter("newsd_articles_embedded", "Articles embedded").inc_by(n);
+//! newsd::metrics::global().gauge("newsd_index_vectors", "Vectors in the index").set(len as i64);
 //! ```
 //! (prometheus-client appends `_total` to counter names.)
 
