@@ -300,7 +300,7 @@ mod tests {
         assert_eq!(diff.changed, ["a", "b"]);
         let by: HashMap<&str, &FailedJob> = failed.iter().map(|f| (f.job.as_str(), f)).collect();
         assert!(by["b"].kept_previous && !by["c"].kept_previous, "{failed:?}");
-        assert!(out.to_string().contains("not scheduled: b ("), "{out}");
+        assert!(out.to_string().contains("b (job b: refused by the test; previous version kept)"), "{out}");
         // What is in force is what runs: the new a, the old b, no c.
         assert_eq!(r.current().jobs["a"].cron, "30 * * * * *");
         assert_eq!(r.live_spec("a").unwrap().cron, "30 * * * * *");
