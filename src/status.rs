@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::app::App;
+use crate::schedule::JobSpec;
 use crate::store::SourceHealth;
 
 #[derive(Debug, Serialize)]
@@ -16,17 +17,37 @@ pub struct Status {
     pub index: Option<crate::index::IndexSummary>,
     /// Notification outbox (pending, delivered, dead) and the last analysis.
     pub notifications: Option<crate::notify::PendingSummary>,
-    /// Scheduled jobs (and jobs with history that are no longer scheduled), by name.
+    /// Whether a daemon runs on this data directory, and since when.
+    pub daemon: DaemonStatus,
+    /// Scheduled jobs (and jobs with history that are no longer scheduled), by name. "Scheduled" means in the
+    /// running daemon's schedule when a daemon runs, else in the schedule files.
     pub jobs: Vec<JobStatus>,
-    /// Why the schedule directory could not be read, when it cannot.
+    /// Why the schedule files are invalid, when they are (with a daemon running: an edit it refused, while it
+    /// keeps running the schedule in `jobs`).
     pub schedule_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DaemonStatus {
+    pub running: bool,
+    pub pid: Option<i64>,
+    pub started_at: Option<i64>,
+    /// When the schedule in force was applied.
+    pub schedule_applied_at: Option<i64>,
+    /// The address its HTTP endpoint is bound to.
+    pub http_addr: Option<String>,
+    /// Where `jobs` comes from: `daemon` (the schedule the daemon runs) or `files` (no daemon, or it has not
+    /// recorded its schedule yet).
+    pub jobs_from: &'static str,
+    /// Why the daemon's schedule could not be shown, when a daemon runs and it cannot.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct JobStatus {
     pub name: String,
     pub task: String,
-    /// In the schedule files now.
+    /// In the schedule in force: the running daemon's, or the files' when no daemon runs.
     pub scheduled: bool,
     pub enabled: bool,
     pub cron: Option<String>,
@@ -41,16 +62,52 @@ pub struct JobStatus {
     pub runs: i64,
 }
 
-async fn jobs(app: &App) -> anyhow::Result<(Vec<JobStatus>, Option<String>)> {
-    let now = chrono::Utc::now();
-    let (set, error) = match crate::schedule::load_dir(&app.config.schedules_dir(), Some(&app.config)) {
-        Ok(set) => (set, None),
-        Err(e) => (Default::default(), Some(e.to_string())),
+/// The running daemon (by its lock) and the schedule it recorded, if it did.
+async fn daemon(app: &App) -> anyhow::Result<(DaemonStatus, Option<Vec<JobSpec>>)> {
+    let mut d = DaemonStatus {
+        running: false,
+        pid: None,
+        started_at: None,
+        schedule_applied_at: None,
+        http_addr: None,
+        jobs_from: "files",
+        note: None,
     };
+    let Some(holder) = crate::daemon::lock::holder(&app.config.data_dir())? else { return Ok((d, None)) };
+    d.running = true;
+    d.pid = holder.parse().ok();
+    let state = app.store.daemon_state().await?;
+    let Some(st) = state.filter(|st| d.pid.is_none_or(|p| p == st.pid)) else {
+        d.note = Some("the daemon has not recorded its schedule yet (starting?); jobs are read from the files".into());
+        return Ok((d, None));
+    };
+    d.pid = Some(st.pid);
+    d.started_at = Some(st.started_at);
+    d.schedule_applied_at = Some(st.applied_at);
+    d.http_addr = st.http_addr.clone();
+    match serde_json::from_str::<Vec<JobSpec>>(&st.schedule) {
+        Ok(jobs) => {
+            d.jobs_from = "daemon";
+            Ok((d, Some(jobs)))
+        }
+        Err(e) => {
+            d.note = Some(format!("the daemon's recorded schedule cannot be read by this newsd ({e}); jobs are read from the files"));
+            Ok((d, None))
+        }
+    }
+}
+
+async fn jobs(app: &App, running: Option<Vec<JobSpec>>) -> anyhow::Result<(Vec<JobStatus>, Option<String>)> {
+    let now = chrono::Utc::now();
+    let (files, error) = match crate::schedule::load_dir(&app.config.schedules_dir(), Some(&app.config)) {
+        Ok(set) => (set.jobs.into_values().collect(), None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let set: Vec<JobSpec> = running.unwrap_or(files);
     let mut history: std::collections::HashMap<String, crate::store::JobSummary> =
         app.store.job_summaries().await?.into_iter().map(|s| (s.job.clone(), s)).collect();
     let mut out = Vec::new();
-    for j in set.jobs.values() {
+    for j in &set {
         let h = history.remove(&j.name);
         out.push(JobStatus {
             name: j.name.clone(),
@@ -93,7 +150,8 @@ pub async fn collect(app: &App) -> anyhow::Result<Status> {
     // Make configured sources visible even before their first crawl.
     store.sync_sources(&app.config.sources).await?;
     let names: Vec<String> = app.config.sources.iter().map(|s| s.name.clone()).collect();
-    let (jobs, schedule_error) = jobs(app).await?;
+    let (daemon, running) = daemon(app).await?;
+    let (jobs, schedule_error) = jobs(app, running).await?;
     Ok(Status {
         database: crate::store::redact(store.url()),
         articles: store.count_articles().await?,
@@ -101,6 +159,7 @@ pub async fn collect(app: &App) -> anyhow::Result<Status> {
         sources: store.source_health(&names).await?,
         index: crate::index::summary(app).await.ok(),
         notifications: crate::notify::pending_summary(app).await.ok(),
+        daemon,
         jobs,
         schedule_error,
     })
@@ -135,9 +194,25 @@ pub fn print_human(s: &Status) {
             println!("  {:<24} error: {e}", "");
         }
     }
+    let d = &s.daemon;
+    match (d.running, d.jobs_from) {
+        (false, _) => println!("daemon: not running (jobs as the schedule files define them)"),
+        (true, "daemon") => println!(
+            "daemon: running, pid {}, since {}; schedule applied {}{}",
+            d.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+            d.started_at.map(fmt_ms).unwrap_or_default(),
+            d.schedule_applied_at.map(fmt_ms).unwrap_or_default(),
+            d.http_addr.as_deref().map(|a| format!("; HTTP on {a}")).unwrap_or_default()
+        ),
+        (true, _) => println!("daemon: running, pid {}; {}", d.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()), d.note.as_deref().unwrap_or("")),
+    }
     println!("jobs:");
     if let Some(e) = &s.schedule_error {
-        println!("  schedule files invalid: {e}");
+        if d.jobs_from == "daemon" {
+            println!("  schedule files invalid (the edit was refused; the daemon runs the jobs below): {e}");
+        } else {
+            println!("  schedule files invalid: {e}");
+        }
     }
     for j in &s.jobs {
         let next = match (j.scheduled, j.enabled, j.next_run_at) {

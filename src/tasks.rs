@@ -2,67 +2,77 @@
 //! the daemon's executor wraps it with timeout, overlap policy, panic capture and run history, and the
 //! returned JSON document is stored as the run's counters.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::crawl::{CrawlOptions, SourceStatus};
 
-/// Task names users can write in schedule files.
-pub const TASK_NAMES: &[&str] = &["crawl", "embed", "reembed", "analyze", "notify", "prune", "reindex"];
-
-/// A task with its parameters (from a schedule file's job).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "task", rename_all = "snake_case")]
+/// A task with its parameters (from a schedule file's job). The one list of tasks: schedule files are read
+/// through its `Deserialize` (`task = "NAME"` plus the task's parameters; unknown parameters are errors), and its
+/// names come from the same variants (`name()`, [`task_names`]).
+///
+/// Tasks without parameters are empty struct variants (`Embed {}`), not unit variants: serde ignores extra keys
+/// for a unit variant of an internally tagged enum, so `task = "embed"` with `sources = [...]` would pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantNames, strum::Display)]
+#[serde(tag = "task", rename_all = "snake_case", deny_unknown_fields)]
+#[strum(serialize_all = "snake_case")]
 pub enum TaskSpec {
     /// One crawl pass over `sources` (all enabled sources when empty).
     Crawl {
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         sources: Vec<String>,
     },
     /// Embed articles not embedded yet and add them to the index.
-    Embed,
+    Embed {},
     /// Re-embed articles embedded with another model version.
-    Reembed,
+    Reembed {},
     /// Market analysis with `profile` (every configured profile when unset).
     Analyze {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<String>,
     },
     /// Deliver pending notifications.
-    Notify,
+    Notify {},
     /// Drop articles past the retention period from the index (and the database when configured).
-    Prune,
+    Prune {},
     /// Rebuild the index from the stored embeddings.
-    Reindex,
-    /// Test support: sleeps (to exercise timeouts and overlap). Not documented for users.
-    #[doc(hidden)]
+    Reindex {},
+    /// Test support (cargo feature `test-hooks`, never in a product build): sleeps, to exercise timeouts and
+    /// overlap.
+    #[cfg(feature = "test-hooks")]
     #[serde(rename = "_test_sleep")]
-    TestSleep { millis: u64 },
-    /// Test support: panics (to exercise panic capture). Not documented for users.
-    #[doc(hidden)]
+    #[strum(serialize = "_test_sleep")]
+    TestSleep {
+        #[serde(with = "humantime_serde")]
+        duration: std::time::Duration,
+    },
+    /// Test support (cargo feature `test-hooks`): panics, to exercise panic capture.
+    #[cfg(feature = "test-hooks")]
     #[serde(rename = "_test_panic")]
-    TestPanic,
+    #[strum(serialize = "_test_panic")]
+    TestPanic {},
+}
+
+/// Task names users can write in schedule files (test hooks, present only with the `test-hooks` feature, are
+/// left out).
+pub fn task_names() -> Vec<&'static str> {
+    <TaskSpec as strum::VariantNames>::VARIANTS.iter().copied().filter(|n| !n.starts_with('_')).collect()
+}
+
+/// Whether `name` is a task of this build (test hooks included when built with them).
+pub fn is_task(name: &str) -> bool {
+    <TaskSpec as strum::VariantNames>::VARIANTS.contains(&name)
 }
 
 impl TaskSpec {
     pub fn name(&self) -> &'static str {
-        match self {
-            TaskSpec::Crawl { .. } => "crawl",
-            TaskSpec::Embed => "embed",
-            TaskSpec::Reembed => "reembed",
-            TaskSpec::Analyze { .. } => "analyze",
-            TaskSpec::Notify => "notify",
-            TaskSpec::Prune => "prune",
-            TaskSpec::Reindex => "reindex",
-            TaskSpec::TestSleep { .. } => "_test_sleep",
-            TaskSpec::TestPanic => "_test_panic",
-        }
+        self.into()
     }
 
     /// Tasks that grow the database or write index files: skipped when the data disk is low on space.
     pub fn writes_large_files(&self) -> bool {
-        matches!(self, TaskSpec::Crawl { .. } | TaskSpec::Embed | TaskSpec::Reembed | TaskSpec::Reindex)
+        matches!(self, TaskSpec::Crawl { .. } | TaskSpec::Embed {} | TaskSpec::Reembed {} | TaskSpec::Reindex {})
     }
 }
 
@@ -97,8 +107,8 @@ pub async fn run_task_until(app: &App, task: &TaskSpec, stop: &CancellationToken
             }
             Ok(serde_json::json!({ "totals": report.totals, "failed_sources": failed, "duration_ms": report.duration_ms }))
         }
-        TaskSpec::Embed => Ok(serde_json::to_value(crate::embed::run_embed(app).await?)?),
-        TaskSpec::Reembed => Ok(serde_json::to_value(crate::embed::run_reembed(app, false).await?)?),
+        TaskSpec::Embed {} => Ok(serde_json::to_value(crate::embed::run_embed(app).await?)?),
+        TaskSpec::Reembed {} => Ok(serde_json::to_value(crate::embed::run_reembed(app, false).await?)?),
         TaskSpec::Analyze { profile } => {
             let report = crate::analysis::run_analyze(app, profile.as_deref(), false).await?;
             // Deliver what the analysis just queued now rather than at the next notify tick; failures stay queued.
@@ -108,14 +118,16 @@ pub async fn run_task_until(app: &App, task: &TaskSpec, stop: &CancellationToken
             };
             Ok(serde_json::json!({ "analysis": report, "delivery": delivery }))
         }
-        TaskSpec::Notify => Ok(serde_json::to_value(dispatch(app, stop).await?)?),
-        TaskSpec::Prune => Ok(serde_json::to_value(crate::index::run_prune(app).await?)?),
-        TaskSpec::Reindex => Ok(serde_json::to_value(crate::index::run_reindex(app).await?)?),
-        TaskSpec::TestSleep { millis } => {
-            tokio::time::sleep(std::time::Duration::from_millis(*millis)).await;
-            Ok(serde_json::json!({ "slept_ms": millis }))
+        TaskSpec::Notify {} => Ok(serde_json::to_value(dispatch(app, stop).await?)?),
+        TaskSpec::Prune {} => Ok(serde_json::to_value(crate::index::run_prune(app).await?)?),
+        TaskSpec::Reindex {} => Ok(serde_json::to_value(crate::index::run_reindex(app).await?)?),
+        #[cfg(feature = "test-hooks")]
+        TaskSpec::TestSleep { duration } => {
+            tokio::time::sleep(*duration).await;
+            Ok(serde_json::json!({ "slept_ms": duration.as_millis() as u64 }))
         }
-        TaskSpec::TestPanic => panic!("_test_panic: deliberate panic for the tests"),
+        #[cfg(feature = "test-hooks")]
+        TaskSpec::TestPanic {} => panic!("_test_panic: deliberate panic for the tests"),
     }
 }
 

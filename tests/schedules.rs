@@ -77,3 +77,26 @@ fn invalid_files_are_reported_with_file_line_and_problem() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("c.toml:5: ") && stderr.contains("unknown field `retries`"), "{stderr}");
 }
+
+#[test]
+fn test_hooks_are_refused_in_a_build_without_the_feature_and_empty_files_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.toml"), "[[job]]\nname = \"p\"\ncron = \"* * * * * *\"\ntask = \"_test_panic\"\n").unwrap();
+    let (code, stdout, stderr) = check(tmp.path(), false);
+    if cfg!(feature = "test-hooks") {
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+    } else {
+        assert_eq!(code, Some(1), "{stdout}");
+        assert!(stderr.contains("a.toml:4: ") && stderr.contains("unknown task \"_test_panic\""), "{stderr}");
+        assert!(!stderr.contains("_test_sleep"), "test hooks are not offered: {stderr}");
+    }
+    // A file with no jobs is refused unless it says `job = []`.
+    std::fs::write(tmp.path().join("a.toml"), "# truncated\n").unwrap();
+    let (code, _, stderr) = check(tmp.path(), false);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("a.toml:1: ") && stderr.contains("no jobs") && stderr.contains("job = []"), "{stderr}");
+    std::fs::write(tmp.path().join("a.toml"), "job = []\n").unwrap();
+    let (code, stdout, stderr) = check(tmp.path(), false);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("0 jobs in 1 files, valid"), "{stdout}");
+}

@@ -4,8 +4,11 @@
 //! overlap policy (skip, or queue at most one) → jitter → disk-space guard for writing tasks → history row
 //! `running` → the task in its own tokio task, under the job's timeout → outcome (`ok`, `failed`, `timeout`,
 //! `panicked`) with counters or error → metrics, and an operations alert when a job starts failing. A panic or a
-//! timeout costs that run only: the task is isolated in a spawned task (panics arrive as `JoinError`s, timeouts
-//! abort it) and the next tick runs normally.
+//! timeout costs that run only: the task runs on a thread of its own (a panic arrives as a `JoinError`), and a
+//! timeout cancels it: its future is dropped at its next await point, which the executor waits for before the run
+//! counts as ended, so a run is never started beside a cancelled one still running. A task busy in synchronous
+//! code cannot be stopped earlier: when it has not stopped within [`CANCEL_WAIT`] the run is recorded as timed
+//! out anyway (saying so) and the job stays "running" (later ticks are skipped) until the task does stop.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +24,12 @@ use crate::app::App;
 use crate::schedule::{JobSpec, Overlap};
 use crate::tasks::run_task_until;
 
+/// How long a timed-out run's task gets to reach an await point before the timeout is recorded without it.
+pub const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
 /// Why a run started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum FiredBy {
     Schedule,
     /// At start, for a fire time missed while the daemon was down (`missed = "run_once"`).
@@ -33,15 +40,12 @@ pub enum FiredBy {
 
 impl FiredBy {
     pub fn as_str(self) -> &'static str {
-        match self {
-            FiredBy::Schedule => "schedule",
-            FiredBy::Missed => "missed",
-            FiredBy::Queued => "queued",
-        }
+        self.into()
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     Ok,
     Failed,
@@ -52,13 +56,7 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Timeout => "timeout",
-            Outcome::Panicked => "panicked",
-            Outcome::Skipped => "skipped",
-        }
+        self.into()
     }
 }
 
@@ -244,7 +242,7 @@ impl Executor {
             inner.cancels_unrecorded.push(cancel_tx);
         }
         let rt = tokio::runtime::Handle::current();
-        let handle = tokio::task::spawn_blocking(move || {
+        let mut handle = tokio::task::spawn_blocking(move || {
             let fut = async move {
                 tokio::select! {
                     r = run_task_until(&app, &task, &stop) => Some(r),
@@ -253,17 +251,27 @@ impl Executor {
             };
             rt.block_on(tracing::Instrument::instrument(fut, span))
         });
-        let result = tokio::time::timeout(spec.timeout, handle).await;
+        let result = tokio::time::timeout(spec.timeout, &mut handle).await;
         let cancel = match row {
             Some(id) => self.lock().cancels.remove(&id),
             None => None,
         };
+        // A timed-out task that has not stopped within CANCEL_WAIT; awaited after the run is recorded.
+        let mut still_running = None;
         let (outcome, counters, error) = match result {
             Err(_) => {
                 if let Some(c) = cancel {
                     let _ = c.send(());
                 }
-                (Outcome::Timeout, None, Some(format!("timed out after {}", humantime::format_duration(spec.timeout))))
+                let mut error = format!("timed out after {}", humantime::format_duration(spec.timeout));
+                if tokio::time::timeout(CANCEL_WAIT, &mut handle).await.is_err() {
+                    error.push_str(&format!(
+                        "; the task had not stopped {} after its cancel (busy outside an await point)",
+                        humantime::format_duration(CANCEL_WAIT)
+                    ));
+                    still_running = Some(handle);
+                }
+                (Outcome::Timeout, None, Some(error))
             }
             Ok(Ok(None)) => (Outcome::Failed, None, Some("cancelled: the daemon is stopping".into())),
             Ok(Err(join)) if join.is_panic() => {
@@ -304,6 +312,11 @@ impl Executor {
             crate::ops::alert(&self.app, "job_failed", &msg).await;
         } else if !failed && was_failing {
             tracing::info!(job = %spec.name, "job recovered");
+        }
+        if let Some(h) = still_running {
+            // The job counts as running (later ticks are skipped) until its task really ends.
+            let _ = h.await;
+            tracing::info!(job = %spec.name, "a timed-out task stopped at last");
         }
     }
 

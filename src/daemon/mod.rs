@@ -5,7 +5,9 @@
 //! optional HTTP endpoint, put the jobs on the scheduler, run jobs whose fire time was missed while the daemon was
 //! down (`missed = "run_once"`), then wait for events:
 //! - schedule file changes (debounced) and SIGHUP both call [`Daemon::reload`]: re-read, validate, apply the
-//!   difference, or refuse the whole edit (the running schedule stays) — logged, recorded, alerted;
+//!   difference, or refuse the whole edit (the running schedule stays) — logged, recorded, alerted; an edit the
+//!   scheduler takes only in part is recorded and alerted as `partial`. The schedule in force is recorded in the
+//!   database (`daemon_state`) after every reload, for `newsd status`, and cleared at a clean stop;
 //! - SIGTERM/SIGINT: stop starting jobs, give running ones `daemon.shutdown_grace`, persist, exit 0.
 //!
 //! Resuming after a crash needs nothing special: every stage keeps its durable state in the database (crawl
@@ -22,21 +24,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 
 use crate::app::App;
 use crate::metrics;
-use crate::schedule::runner::{CronRunner, FireFn};
+use crate::schedule::runner::{ApplyOutcome, CronRunner, FireFn};
 use crate::schedule::{self, Missed};
 use executor::{Executor, FiredBy};
 
 /// What a reload did.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub enum ReloadOutcome {
-    Applied { diff: schedule::ScheduleDiff },
+    /// The files were valid; what putting them on the scheduler did (applied, partial or rolled back).
+    Valid(ApplyOutcome),
+    /// The files were invalid: nothing changed.
     Refused { error: String },
 }
 
@@ -44,6 +46,9 @@ pub struct Daemon {
     pub app: App,
     pub executor: Arc<Executor>,
     runner: Mutex<CronRunner>,
+    started_at: i64,
+    /// The HTTP endpoint's bound address (recorded for `newsd status`; `http_listen` may name port 0).
+    http_addr: Option<String>,
 }
 
 impl Daemon {
@@ -67,19 +72,52 @@ impl Daemon {
             Ok(set) => {
                 let jobs = set.jobs.len();
                 let enabled = set.jobs.values().filter(|j| j.enabled).count();
-                let (diff, errors) = runner.apply(set).await;
-                let mut detail = diff.to_string();
-                if !errors.is_empty() {
-                    detail.push_str(&format!(" (scheduler errors: {})", errors.join("; ")));
-                    tracing::error!(errors = %errors.join("; "), "applying the schedule");
+                let outcome = runner.apply(set).await;
+                let kind = outcome.as_str();
+                let detail = outcome.to_string();
+                match &outcome {
+                    ApplyOutcome::Applied { .. } => tracing::info!(trigger = fired_by, jobs, enabled, "schedule applied: {detail}"),
+                    _ => tracing::error!(trigger = fired_by, jobs, enabled, outcome = kind, "schedule not fully applied: {detail}"),
                 }
-                tracing::info!(trigger = fired_by, jobs, enabled, "schedule applied: {detail}");
-                if let Err(e) = self.app.store.record_reload(fired_by, "applied", &detail).await {
+                if let Err(e) = self.app.store.record_reload(fired_by, kind, &detail).await {
                     tracing::warn!(error = %e, "recording a reload event");
                 }
-                m.reloads.get_or_create(&metrics::labels(&[("outcome", "applied")])).inc();
-                ReloadOutcome::Applied { diff }
+                m.reloads.get_or_create(&metrics::labels(&[("outcome", kind)])).inc();
+                self.record_state(runner.current()).await;
+                match &outcome {
+                    ApplyOutcome::Applied { .. } => {}
+                    ApplyOutcome::Partial { .. } => {
+                        crate::ops::alert(&self.app, "schedule_partial", &format!("schedule edit applied in part: {detail}")).await
+                    }
+                    ApplyOutcome::RolledBack { .. } => {
+                        crate::ops::alert(&self.app, "schedule_rolled_back", &format!("schedule edit not applied: {detail}")).await
+                    }
+                }
+                ReloadOutcome::Valid(outcome)
             }
+        }
+    }
+
+    /// Records the schedule in force for `newsd status` (which otherwise could only read the files, which may hold
+    /// a refused edit).
+    async fn record_state(&self, set: &schedule::ScheduleSet) {
+        let jobs: Vec<&schedule::JobSpec> = set.jobs.values().collect();
+        let schedule = match serde_json::to_string(&jobs) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "encoding the schedule in force");
+                return;
+            }
+        };
+        let st = crate::store::DaemonState {
+            pid: std::process::id() as i64,
+            started_at: self.started_at,
+            applied_at: crate::store::now_ms(),
+            http_addr: self.http_addr.clone(),
+            schedule,
+        };
+        if let Err(e) = self.app.store.put_daemon_state(&st).await {
+            tracing::warn!(error = %e, "recording the schedule in force; `newsd status` may show an older one");
         }
     }
 
@@ -122,15 +160,16 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     }
     let dir = config.schedules_dir();
 
+    let started_at = crate::store::now_ms();
     let ready = Arc::new(AtomicBool::new(false));
-    let http_task = match &config.daemon.http_listen {
+    let (http_task, http_addr) = match &config.daemon.http_listen {
         Some(addr) => {
             let state = http::HttpState { app: app.clone(), ready: ready.clone(), started_at: std::time::Instant::now() };
             let (local, task) = http::serve(addr, state).await?;
             tracing::info!(%local, "HTTP endpoint: /healthz, /metrics");
-            Some(task)
+            (Some(task), Some(local.to_string()))
         }
-        None => None,
+        None => (None, None),
     };
 
     let executor = Executor::new(app.clone());
@@ -139,9 +178,14 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
         Arc::new(move |spec, tick| executor.fire(spec, FiredBy::Schedule, Some(tick)))
     };
     let runner = CronRunner::new(fire).await?;
-    let daemon = Daemon { app: app.clone(), executor: executor.clone(), runner: Mutex::new(runner) };
-    if let ReloadOutcome::Refused { error } = daemon.reload("startup").await {
-        anyhow::bail!("invalid schedule in {}; not starting:\n{error}", dir.display());
+    let daemon = Daemon { app: app.clone(), executor: executor.clone(), runner: Mutex::new(runner), started_at, http_addr };
+    match daemon.reload("startup").await {
+        ReloadOutcome::Refused { error } => anyhow::bail!("invalid schedule in {}; not starting:\n{error}", dir.display()),
+        ReloadOutcome::Valid(out @ ApplyOutcome::RolledBack { .. }) => {
+            let _ = app.store.clear_daemon_state(std::process::id() as i64).await;
+            anyhow::bail!("the scheduler took none of the jobs in {}; not starting: {out}", dir.display())
+        }
+        ReloadOutcome::Valid(_) => {}
     }
     daemon.runner.lock().await.start().await?;
     daemon.run_missed().await;
@@ -213,6 +257,9 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     }
     if let Some(t) = http_task {
         t.abort();
+    }
+    if let Err(e) = app.store.clear_daemon_state(std::process::id() as i64).await {
+        tracing::warn!(error = %e, "clearing the recorded schedule in force");
     }
     app.store.close().await;
     tracing::info!("newsd daemon stopped");

@@ -5,6 +5,10 @@
 //! fields, cron expression, time zone, task and its parameters, durations, duplicate names across files) and
 //! either returns the complete [`ScheduleSet`] or every error found, each naming file, line and problem. The
 //! daemon applies only a valid set, as the [`diff`] against the running one; an invalid edit is refused whole.
+//!
+//! "No jobs" must be said: a file with no `job` key at all (an empty file, or comments only: what a truncated or
+//! half-written file looks like) is refused, and so is a directory with no schedule file. A file that means to
+//! hold no jobs says `job = []`.
 
 pub mod runner;
 pub mod watch;
@@ -21,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::config::{line_col, Config};
-use crate::tasks::{TaskSpec, TASK_NAMES};
+use crate::tasks::{is_task, task_names, TaskSpec};
 
 /// One problem in one schedule file.
 #[derive(Debug, Clone, thiserror::Error, Serialize)]
@@ -71,13 +75,27 @@ pub enum Missed {
     RunOnce,
 }
 
-/// A validated job. Equality (used by [`diff`]) ignores where it was defined.
-#[derive(Debug, Clone, Serialize)]
+/// Where a job is defined. Always equal to any other: moving a job to another file or line changes nothing about
+/// the job, so [`JobSpec`]'s derived equality (used by [`diff`]) ignores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DefinedAt {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl PartialEq for DefinedAt {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// A validated job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub name: String,
     /// Six-field cron expression (seconds first) as tokio-cron-scheduler reads it.
     pub cron: String,
-    #[serde(serialize_with = "ser_tz")]
+    #[serde(serialize_with = "ser_tz", deserialize_with = "de_tz")]
     pub timezone: chrono_tz::Tz,
     pub task: TaskSpec,
     pub enabled: bool,
@@ -87,8 +105,8 @@ pub struct JobSpec {
     #[serde(with = "humantime_serde")]
     pub jitter: Duration,
     pub missed: Missed,
-    pub file: PathBuf,
-    pub line: usize,
+    #[serde(flatten)]
+    pub defined: DefinedAt,
 }
 
 /// Cron times are whole seconds (croner keeps the start time's fraction otherwise).
@@ -100,18 +118,9 @@ fn ser_tz<S: serde::Serializer>(tz: &chrono_tz::Tz, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(tz.name())
 }
 
-impl PartialEq for JobSpec {
-    fn eq(&self, o: &Self) -> bool {
-        self.name == o.name
-            && self.cron == o.cron
-            && self.timezone == o.timezone
-            && self.task == o.task
-            && self.enabled == o.enabled
-            && self.timeout == o.timeout
-            && self.overlap == o.overlap
-            && self.jitter == o.jitter
-            && self.missed == o.missed
-    }
+fn de_tz<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(|_| serde::de::Error::custom(format!("unknown time zone {name:?}")))
 }
 
 impl JobSpec {
@@ -135,7 +144,7 @@ impl JobSpec {
 
     /// `file:line` where the job is defined.
     pub fn location(&self) -> String {
-        format!("{}:{}", self.file.display(), self.line)
+        format!("{}:{}", self.defined.file.display(), self.defined.line)
     }
 }
 
@@ -219,8 +228,9 @@ pub fn parse_cron(expr: &str) -> Result<(String, Cron), String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    /// None when the file has no `job` key at all (refused: see the module doc); `job = []` is Some(empty).
     #[serde(default)]
-    job: Vec<RawJob>,
+    job: Option<Vec<RawJob>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,11 +241,14 @@ struct RawJob {
     #[serde(default)]
     timezone: Option<Spanned<String>>,
     task: Spanned<String>,
+    // Task parameters: read here for their lines, then handed with `task` to `TaskSpec`'s Deserialize, which
+    // decides which task takes which (a parameter of a new task is added here and to its variant).
     #[serde(default)]
     sources: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     profile: Option<Spanned<String>>,
-    /// `_test_sleep` only (hidden).
+    /// `_test_sleep` only (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     #[serde(default)]
     duration: Option<Spanned<String>>,
     #[serde(default = "yes")]
@@ -274,6 +287,13 @@ pub fn load_dir(dir: &Path, config: Option<&Config>) -> Result<ScheduleSet, Sche
     })?;
     let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_schedule_file(p)).collect();
     files.sort();
+    if files.is_empty() {
+        return Err(ScheduleErrors(vec![ScheduleError {
+            path: dir.to_path_buf(),
+            line: None,
+            message: "no schedule files (*.toml): refused, since it would stop every job; to run no jobs, keep a file containing `job = []`".into(),
+        }]));
+    }
     let mut texts = Vec::new();
     let mut errors = Vec::new();
     for f in &files {
@@ -313,13 +333,21 @@ pub fn load_texts<'a>(
                 continue;
             }
         };
-        for job in raw.job {
+        let Some(jobs) = raw.job else {
+            errors.push(ScheduleError {
+                path: path.to_path_buf(),
+                line: Some(1),
+                message: "no jobs in this file (empty, or comments only): refused, since it would stop every job it held; write `job = []` to mean a file with no jobs".into(),
+            });
+            continue;
+        };
+        for job in jobs {
             match validate_job(job, path, text, config) {
                 Ok(spec) => {
                     if let Some(prev) = set.jobs.get(&spec.name) {
                         errors.push(ScheduleError {
                             path: path.to_path_buf(),
-                            line: Some(spec.line),
+                            line: Some(spec.defined.line),
                             message: format!("duplicate job name {:?} (also defined at {})", spec.name, prev.location()),
                         });
                     } else {
@@ -360,54 +388,57 @@ fn validate_job(job: RawJob, path: &Path, text: &str, config: Option<&Config>) -
         })?,
     };
     let task_name = job.task.get_ref().trim();
-    let only = |field: &str, present: Option<usize>, allowed: &[&str]| -> Result<(), ScheduleError> {
-        match present {
-            Some(start) if !allowed.contains(&task_name) => Err(at(
-                start,
-                ctx(format!("`{field}` is not a parameter of task {task_name:?} (it belongs to: {})", allowed.join(", "))),
-            )),
-            _ => Ok(()),
-        }
+    if !is_task(task_name) {
+        return Err(err(&job.task, ctx(format!("unknown task {task_name:?} (expected one of: {})", task_names().join(", ")))));
+    }
+    // The task and its parameters go through `TaskSpec`'s Deserialize; errors point at the parameter they name.
+    let mut table = toml::Table::new();
+    table.insert("task".into(), toml::Value::String(task_name.to_string()));
+    let mut params: Vec<(&str, usize)> = Vec::new();
+    let mut put = |key: &'static str, value: toml::Value, start: usize| {
+        table.insert(key.into(), value);
+        params.push((key, start));
     };
-    only("sources", job.sources.as_ref().map(|s| s.span().start), &["crawl"])?;
-    only("profile", job.profile.as_ref().map(|s| s.span().start), &["analyze"])?;
-    only("duration", job.duration.as_ref().map(|s| s.span().start), &["_test_sleep"])?;
-    let task = match task_name {
-        "crawl" => {
-            let sources = job.sources.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default();
+    if let Some(s) = &job.sources {
+        put("sources", toml::Value::Array(s.get_ref().iter().map(|x| toml::Value::String(x.clone())).collect()), s.span().start);
+    }
+    if let Some(p) = &job.profile {
+        put("profile", toml::Value::String(p.get_ref().trim().to_string()), p.span().start);
+    }
+    #[cfg(feature = "test-hooks")]
+    if let Some(d) = &job.duration {
+        put("duration", toml::Value::String(d.get_ref().trim().to_string()), d.span().start);
+    }
+    let task: TaskSpec = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+        let msg = e.message().trim().to_string();
+        match params.iter().find(|(k, _)| msg.contains(&format!("`{k}`"))) {
+            Some((k, start)) if msg.starts_with("unknown field") => {
+                at(*start, ctx(format!("`{k}` is not a parameter of task {task_name:?}")))
+            }
+            Some((_, start)) => at(*start, ctx(format!("task {task_name:?}: {msg}"))),
+            None => err(&job.task, ctx(format!("task {task_name:?}: {msg}"))),
+        }
+    })?;
+    match &task {
+        TaskSpec::Crawl { sources } => {
             if let (Some(cfg), Some(sp)) = (config, &job.sources) {
-                for s in &sources {
+                for s in sources {
                     if cfg.source(s).is_none() {
                         return Err(at(sp.span().start, ctx(format!("unknown source {s:?} (not in {})", cfg.path.display()))));
                     }
                 }
             }
-            TaskSpec::Crawl { sources }
         }
-        "embed" => TaskSpec::Embed,
-        "reembed" => TaskSpec::Reembed,
-        "analyze" => {
-            let profile = job.profile.as_ref().map(|p| p.get_ref().trim().to_string());
-            if let (Some(cfg), Some(p), Some(sp)) = (config, &profile, &job.profile) {
+        TaskSpec::Analyze { profile: Some(p) } => {
+            if let (Some(cfg), Some(sp)) = (config, &job.profile) {
                 // WIRE: if profiles move out of the config file, check them where they are loaded from.
                 if !cfg.analysis.profiles.iter().any(|x| &x.name == p) {
                     return Err(err(sp, ctx(format!("unknown analysis profile {p:?} (not in {})", cfg.path.display()))));
                 }
             }
-            TaskSpec::Analyze { profile }
         }
-        "notify" => TaskSpec::Notify,
-        "prune" => TaskSpec::Prune,
-        "reindex" => TaskSpec::Reindex,
-        "_test_sleep" => {
-            let d = job.duration.as_ref().ok_or_else(|| err(&job.task, ctx("task _test_sleep needs `duration`".into())))?;
-            TaskSpec::TestSleep { millis: parse_duration(d, &ctx("duration".into()), &err)?.as_millis() as u64 }
-        }
-        "_test_panic" => TaskSpec::TestPanic,
-        other => {
-            return Err(err(&job.task, ctx(format!("unknown task {other:?} (expected one of: {})", TASK_NAMES.join(", ")))));
-        }
-    };
+        _ => {}
+    }
     let timeout = match &job.timeout {
         None => DEFAULT_TIMEOUT,
         Some(t) => parse_duration(t, &ctx("timeout".into()), &err)?,
@@ -429,8 +460,7 @@ fn validate_job(job: RawJob, path: &Path, text: &str, config: Option<&Config>) -
         overlap: job.overlap,
         jitter,
         missed: job.missed,
-        file: path.to_path_buf(),
-        line: job_line,
+        defined: DefinedAt { file: path.to_path_buf(), line: job_line },
     })
 }
 
@@ -470,11 +500,11 @@ profile = "evening"
         assert_eq!(j.timeout, Duration::from_secs(600));
         assert_eq!(j.overlap, Overlap::Queue);
         assert_eq!(j.missed, Missed::RunOnce);
-        assert_eq!(j.line, 3);
+        assert_eq!(j.defined.line, 3);
         let d = &set.jobs["digest"];
         assert_eq!(d.cron, "0 0 18 * * 1-5", "five fields get a seconds field");
         assert_eq!(d.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(d.line, 14);
+        assert_eq!(d.defined.line, 14);
         let t0 = "2025-06-06T12:00:00.250Z".parse::<DateTime<Utc>>().unwrap(); // a Friday
         let next: Vec<String> = d.next_fires(t0, 2).iter().map(|t| t.to_rfc3339()).collect();
         assert_eq!(next, ["2025-06-06T18:00:00+00:00", "2025-06-09T18:00:00+00:00"]);
@@ -503,6 +533,83 @@ profile = "evening"
             let e = one(text).unwrap_err();
             assert!(e.starts_with(prefix) && e.contains(needle), "{text:?}\n=> {e}");
         }
+    }
+
+    #[test]
+    fn a_file_without_jobs_is_refused_unless_it_says_job_is_empty() {
+        for text in ["", "\n\n", "# header comments only, as a truncated file may be\n# name = \"x\"\n"] {
+            let e = one(text).unwrap_err();
+            assert!(e.starts_with("s/a.toml:1: ") && e.contains("no jobs") && e.contains("job = []"), "{text:?} => {e}");
+        }
+        let set = one("# this file holds no jobs\njob = []\n").unwrap();
+        assert!(set.jobs.is_empty());
+        // With other files: the empty one is still refused, naming it.
+        let good = "[[job]]\nname = \"x\"\ncron = \"0 * * * * *\"\ntask = \"embed\"\n";
+        let e = load_texts([(Path::new("a.toml"), good), (Path::new("b.toml"), "")], None).unwrap_err().to_string();
+        assert!(e.starts_with("b.toml:1: "), "{e}");
+    }
+
+    #[test]
+    fn a_directory_without_schedule_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".hidden.toml"), "job = []").unwrap();
+        let e = load_dir(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("no schedule files") && e.contains("job = []"), "{e}");
+        std::fs::write(dir.path().join("none.toml"), "job = []").unwrap();
+        assert!(load_dir(dir.path(), None).unwrap().jobs.is_empty());
+    }
+
+    #[test]
+    fn task_parameters_go_through_the_task_enum() {
+        let job = |task: &str, extra: &str| format!("[[job]]\nname = \"a\"\ncron = \"0 * * * * *\"\ntask = \"{task}\"\n{extra}");
+        assert_eq!(one(&job("prune", "")).unwrap().jobs["a"].task, TaskSpec::Prune {});
+        assert_eq!(one(&job("crawl", "")).unwrap().jobs["a"].task, TaskSpec::Crawl { sources: vec![] });
+        assert_eq!(
+            one(&job("analyze", "profile = \" evening \"\n")).unwrap().jobs["a"].task,
+            TaskSpec::Analyze { profile: Some("evening".into()) }
+        );
+        let e = one(&job("notify", "\nprofile = \"x\"\n")).unwrap_err();
+        assert!(e.starts_with("s/a.toml:6: ") && e.contains("`profile` is not a parameter of task \"notify\""), "{e}");
+        // The names users see come from the enum, test hooks left out.
+        assert_eq!(task_names(), ["crawl", "embed", "reembed", "analyze", "notify", "prune", "reindex"]);
+        assert_eq!(TaskSpec::Reembed {}.to_string(), "reembed");
+    }
+
+    #[test]
+    fn test_hooks_are_tasks_only_in_a_build_with_the_feature() {
+        let text = "[[job]]\nname = \"p\"\ncron = \"0 * * * * *\"\ntask = \"_test_panic\"\n";
+        let got = one(text);
+        if cfg!(feature = "test-hooks") {
+            assert_eq!(got.unwrap().jobs["p"].task.name(), "_test_panic");
+        } else {
+            let e = got.unwrap_err();
+            assert!(e.starts_with("s/a.toml:4: ") && e.contains("unknown task \"_test_panic\""), "{e}");
+        }
+    }
+
+    #[test]
+    fn every_field_but_the_location_counts_as_a_change() {
+        let base = one(GOOD).unwrap();
+        for (from, to) in [
+            ("sources = [\"bbc\"]", "sources = [\"bbc\", \"cnn\"]"),
+            ("missed = \"run_once\"", "missed = \"skip\""),
+            ("overlap = \"queue\"", "overlap = \"skip\""),
+            ("timeout = \"10m\"", "timeout = \"11m\""),
+            ("timezone = \"Europe/London\"", "timezone = \"Europe/Paris\""),
+            ("task = \"crawl\"\nsources = [\"bbc\"]", "task = \"crawl\""),
+        ] {
+            let edited = one(&GOOD.replace(from, to)).unwrap();
+            assert_eq!(diff(&base, &edited).changed, ["crawl-news"], "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn a_job_round_trips_through_json_as_the_daemon_records_it() {
+        let set = one(GOOD).unwrap();
+        let jobs: Vec<&JobSpec> = set.jobs.values().collect();
+        let back: Vec<JobSpec> = serde_json::from_str(&serde_json::to_string(&jobs).unwrap()).unwrap();
+        assert_eq!(back.iter().collect::<Vec<_>>(), jobs);
+        assert_eq!(back[0].location(), jobs[0].location());
     }
 
     #[test]
@@ -545,7 +652,7 @@ profile = "evening"
         let cfg = Config::load(&root.join("newsd.toml")).unwrap();
         let set = load_dir(&root.join("schedules"), Some(&cfg)).unwrap();
         assert!(set.jobs.values().any(|j| matches!(j.task, TaskSpec::Crawl { .. })));
-        assert!(set.jobs.values().any(|j| j.task == TaskSpec::Embed));
+        assert!(set.jobs.values().any(|j| j.task == TaskSpec::Embed {}));
         // Each analysis job names its own profile, and the profile exists in the shipped config.
         let profiles: Vec<_> = set
             .jobs

@@ -2,7 +2,8 @@
 //!
 //! tokio-cron-scheduler is the trigger only: each cron tick calls the fire callback, and the daemon's executor
 //! applies the job's policies (overlap, jitter, timeout, history). Applying a new set touches only the
-//! difference: removed and changed jobs are taken off the scheduler, added and changed ones put on.
+//! difference: added and changed jobs are put on (beside their old version until the new one is live), removed
+//! and changed ones taken off; [`ApplyOutcome`] says whether every job made it.
 //!
 //! tokio-cron-scheduler evaluates a job's cron expression at the UTC offset its time zone had when the job was
 //! added; [`CronRunner::refresh_offsets`] (called every minute by the daemon) re-adds jobs whose zone changed
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Offset, TimeZone, Utc};
+use serde::Serialize;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use uuid::Uuid;
 
@@ -19,6 +21,69 @@ use super::{diff, JobSpec, ScheduleDiff, ScheduleSet};
 
 /// Called on every cron tick with the job and the tick time.
 pub type FireFn = Arc<dyn Fn(Arc<JobSpec>, DateTime<Utc>) + Send + Sync>;
+
+/// A job the scheduler would not take (jobs are validated before, so this is not expected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedJob {
+    pub job: String,
+    pub error: String,
+    /// The job's previous version keeps running (a changed job); false for an added job, which does not run.
+    pub kept_previous: bool,
+}
+
+/// What [`CronRunner::apply`] did. The runner's [`CronRunner::current`] set is, in every case, what runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ApplyOutcome {
+    /// Every difference is in force.
+    Applied { diff: ScheduleDiff },
+    /// Some jobs could not be put on the scheduler; the rest of the difference is in force.
+    Partial { diff: ScheduleDiff, failed: Vec<FailedJob> },
+    /// No added or changed job could be put on the scheduler: nothing was changed, the previous schedule runs.
+    RolledBack { diff: ScheduleDiff, failed: Vec<FailedJob> },
+}
+
+impl ApplyOutcome {
+    pub fn diff(&self) -> &ScheduleDiff {
+        match self {
+            ApplyOutcome::Applied { diff } | ApplyOutcome::Partial { diff, .. } | ApplyOutcome::RolledBack { diff, .. } => diff,
+        }
+    }
+
+    pub fn failed(&self) -> &[FailedJob] {
+        match self {
+            ApplyOutcome::Applied { .. } => &[],
+            ApplyOutcome::Partial { failed, .. } | ApplyOutcome::RolledBack { failed, .. } => failed,
+        }
+    }
+
+    /// `applied` | `partial` | `rolled_back` (as recorded in reload events and metrics).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ApplyOutcome::Applied { .. } => "applied",
+            ApplyOutcome::Partial { .. } => "partial",
+            ApplyOutcome::RolledBack { .. } => "rolled_back",
+        }
+    }
+}
+
+impl std::fmt::Display for ApplyOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.diff())?;
+        let failed = self.failed();
+        if !failed.is_empty() {
+            let list: Vec<String> = failed
+                .iter()
+                .map(|j| format!("{} ({}{})", j.job, j.error, if j.kept_previous { "; previous version kept" } else { "" }))
+                .collect();
+            write!(f, "; not scheduled: {}", list.join(", "))?;
+        }
+        if matches!(self, ApplyOutcome::RolledBack { .. }) {
+            f.write_str("; rolled back: the previous schedule runs")?;
+        }
+        Ok(())
+    }
+}
 
 struct Scheduled {
     id: Uuid,
@@ -30,9 +95,12 @@ pub struct CronRunner {
     fire: FireFn,
     current: ScheduleSet,
     /// Enabled jobs as they are on the scheduler; a tick fires only if its job is still the live one (a tick racing
-    /// with a reload that removed or changed the job is dropped).
+    /// with a reload that removed or changed the job is dropped, and so is a tick of a new version not yet live).
     live: Arc<Mutex<HashMap<String, Arc<JobSpec>>>>,
     scheduled: HashMap<String, Scheduled>,
+    /// Test support: jobs the scheduler is made to refuse.
+    #[cfg(test)]
+    refuse: std::collections::HashSet<String>,
 }
 
 fn offset_now(tz: &chrono_tz::Tz) -> i32 {
@@ -48,6 +116,8 @@ impl CronRunner {
             current: ScheduleSet::default(),
             live: Arc::new(Mutex::new(HashMap::new())),
             scheduled: HashMap::new(),
+            #[cfg(test)]
+            refuse: Default::default(),
         })
     }
 
@@ -65,7 +135,12 @@ impl CronRunner {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
-    async fn add(&mut self, spec: Arc<JobSpec>) -> anyhow::Result<()> {
+    /// Puts `spec` on the scheduler. Its ticks fire only once it is made live ([`Self::make_live`]).
+    async fn place(&mut self, spec: Arc<JobSpec>) -> anyhow::Result<Uuid> {
+        #[cfg(test)]
+        if self.refuse.contains(&spec.name) {
+            anyhow::bail!("job {}: refused by the test", spec.name);
+        }
         let fire = self.fire.clone();
         let live = self.live.clone();
         let job_spec = spec.clone();
@@ -83,40 +158,85 @@ impl CronRunner {
             })
         })
         .map_err(|e| anyhow::anyhow!("job {}: scheduling {:?}: {e}", spec.name, spec.cron))?;
-        let id = self.sched.add(job).await.map_err(|e| anyhow::anyhow!("job {}: adding to the scheduler: {e}", spec.name))?;
-        self.scheduled.insert(spec.name.clone(), Scheduled { id, offset: offset_now(&spec.timezone) });
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.name.clone(), spec);
-        Ok(())
+        self.sched.add(job).await.map_err(|e| anyhow::anyhow!("job {}: adding to the scheduler: {e}", spec.name))
     }
 
-    async fn remove(&mut self, name: &str) -> anyhow::Result<()> {
+    /// Makes a placed job the live one, taking its previous version (if any) off the scheduler.
+    async fn make_live(&mut self, spec: Arc<JobSpec>, id: Uuid) {
+        let name = spec.name.clone();
+        let offset = offset_now(&spec.timezone);
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), spec);
+        if let Some(old) = self.scheduled.insert(name.clone(), Scheduled { id, offset }) {
+            self.unschedule(&name, old.id).await;
+        }
+    }
+
+    /// Takes a job off: its ticks stop at once (it is no longer live), and its scheduler entry is removed.
+    async fn remove(&mut self, name: &str) {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
         if let Some(s) = self.scheduled.remove(name) {
-            self.sched.remove(&s.id).await.map_err(|e| anyhow::anyhow!("job {name}: removing from the scheduler: {e}"))?;
+            self.unschedule(name, s.id).await;
         }
-        Ok(())
     }
 
-    /// Replaces the schedule in force with `new`, touching only what differs. Returns the difference and any
-    /// scheduler errors (jobs were validated before, so these are not expected).
-    pub async fn apply(&mut self, new: ScheduleSet) -> (ScheduleDiff, Vec<String>) {
-        let d = diff(&self.current, &new);
-        let mut errors = Vec::new();
-        for name in d.removed.iter().chain(d.changed.iter()) {
-            if let Err(e) = self.remove(name).await {
-                errors.push(format!("{e:#}"));
-            }
+    async fn unschedule(&mut self, name: &str, id: Uuid) {
+        // A failure leaves a scheduler entry whose ticks are dropped (the job is not live): harmless, logged.
+        if let Err(e) = self.sched.remove(&id).await {
+            tracing::warn!(job = %name, error = %e, "removing a job's old entry from the scheduler");
         }
+    }
+
+    /// Replaces the schedule in force with `new`, touching only what differs: the new version of every added and
+    /// changed job is put on the scheduler first, beside the old one, and made live only then, so a job the
+    /// scheduler refuses keeps its previous version. When none of them could be placed nothing changes at all
+    /// ([`ApplyOutcome::RolledBack`]).
+    pub async fn apply(&mut self, new: ScheduleSet) -> ApplyOutcome {
+        let d = diff(&self.current, &new);
+        let mut placed = Vec::new();
+        let mut failed = Vec::new();
         for name in d.added.iter().chain(d.changed.iter()) {
             let spec = &new.jobs[name];
-            if spec.enabled {
-                if let Err(e) = self.add(Arc::new(spec.clone())).await {
-                    errors.push(format!("{e:#}"));
+            if !spec.enabled {
+                continue;
+            }
+            let spec = Arc::new(spec.clone());
+            match self.place(spec.clone()).await {
+                Ok(id) => placed.push((spec, id)),
+                Err(e) => {
+                    let kept_previous = self.scheduled.contains_key(name);
+                    tracing::error!(job = %name, error = %format!("{e:#}"), kept_previous, "the scheduler refused a job");
+                    failed.push(FailedJob { job: name.clone(), error: format!("{e:#}"), kept_previous });
                 }
             }
         }
-        self.current = new;
-        (d, errors)
+        if !failed.is_empty() && placed.is_empty() {
+            return ApplyOutcome::RolledBack { diff: d, failed };
+        }
+        let placed_names: std::collections::HashSet<String> = placed.iter().map(|(s, _)| s.name.clone()).collect();
+        for (spec, id) in placed {
+            self.make_live(spec, id).await;
+        }
+        // Removed jobs, and changed jobs now disabled, come off; a changed job that failed keeps its old version.
+        let failed_names: std::collections::HashSet<&str> = failed.iter().map(|f| f.job.as_str()).collect();
+        for name in d.removed.iter().chain(d.changed.iter()) {
+            if !placed_names.contains(name) && !failed_names.contains(name.as_str()) {
+                self.remove(name).await;
+            }
+        }
+        let mut in_force = new;
+        for f in &failed {
+            // A changed job keeps its old version (running, or disabled as it was); an added one is not in force.
+            match self.current.jobs.get(&f.job) {
+                Some(old) => in_force.jobs.insert(f.job.clone(), old.clone()),
+                None => in_force.jobs.remove(&f.job),
+            };
+        }
+        self.current = in_force;
+        if failed.is_empty() {
+            ApplyOutcome::Applied { diff: d }
+        } else {
+            ApplyOutcome::Partial { diff: d, failed }
+        }
     }
 
     /// Re-adds jobs whose time zone changed its UTC offset since they were added. Returns their names.
@@ -129,11 +249,10 @@ impl CronRunner {
             .collect();
         for name in &stale {
             let spec = Arc::new(self.current.jobs[name].clone());
-            if let Err(e) = self.remove(name).await {
-                tracing::warn!(job = %name, error = %format!("{e:#}"), "refreshing time zone offset");
-            }
-            if let Err(e) = self.add(spec).await {
-                tracing::error!(job = %name, error = %format!("{e:#}"), "refreshing time zone offset");
+            match self.place(spec.clone()).await {
+                Ok(id) => self.make_live(spec, id).await,
+                // The old entry stays live, at the old offset, until the next try.
+                Err(e) => tracing::error!(job = %name, error = %format!("{e:#}"), "refreshing time zone offset"),
             }
         }
         stale
@@ -145,5 +264,69 @@ impl CronRunner {
         if let Err(e) = self.sched.shutdown().await {
             tracing::warn!(error = %e, "stopping the job scheduler");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::load_texts;
+    use std::path::Path;
+
+    fn set(text: &str) -> ScheduleSet {
+        load_texts([(Path::new("s/a.toml"), text)], None).unwrap()
+    }
+
+    fn job(name: &str, cron: &str) -> String {
+        format!("[[job]]\nname = \"{name}\"\ncron = \"{cron}\"\ntask = \"notify\"\n")
+    }
+
+    async fn runner() -> CronRunner {
+        CronRunner::new(Arc::new(|_, _| {})).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_add_is_partial_and_a_refused_change_keeps_the_old_version() {
+        let mut r = runner().await;
+        let first = set(&format!("{}{}", job("a", "0 * * * * *"), job("b", "0 * * * * *")));
+        assert!(matches!(r.apply(first).await, ApplyOutcome::Applied { .. }));
+        let old_b = r.live_spec("b").unwrap();
+        r.refuse.insert("b".into());
+        r.refuse.insert("c".into());
+        let edit = set(&format!("{}{}{}", job("a", "30 * * * * *"), job("b", "15 * * * * *"), job("c", "0 * * * * *")));
+        let out = r.apply(edit).await;
+        let ApplyOutcome::Partial { diff, failed } = &out else { panic!("{out:?}") };
+        assert_eq!(diff.added, ["c"]);
+        assert_eq!(diff.changed, ["a", "b"]);
+        let by: HashMap<&str, &FailedJob> = failed.iter().map(|f| (f.job.as_str(), f)).collect();
+        assert!(by["b"].kept_previous && !by["c"].kept_previous, "{failed:?}");
+        assert!(out.to_string().contains("b (job b: refused by the test; previous version kept)"), "{out}");
+        // What is in force is what runs: the new a, the old b, no c.
+        assert_eq!(r.current().jobs["a"].cron, "30 * * * * *");
+        assert_eq!(r.live_spec("a").unwrap().cron, "30 * * * * *");
+        assert_eq!(r.current().jobs["b"].cron, "0 * * * * *");
+        assert!(Arc::ptr_eq(&r.live_spec("b").unwrap(), &old_b));
+        assert!(!r.current().jobs.contains_key("c") && r.live_spec("c").is_none());
+        // The refused change shows again on the next reload (it is not in force).
+        r.refuse.clear();
+        let again = set(&format!("{}{}", job("a", "30 * * * * *"), job("b", "15 * * * * *")));
+        let out = r.apply(again).await;
+        assert_eq!(out, ApplyOutcome::Applied { diff: ScheduleDiff { changed: vec!["b".into()], ..Default::default() } });
+        r.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn when_nothing_can_be_placed_the_whole_edit_is_rolled_back() {
+        let mut r = runner().await;
+        assert!(matches!(r.apply(set(&format!("{}{}", job("a", "0 * * * * *"), job("gone", "0 * * * * *")))).await, ApplyOutcome::Applied { .. }));
+        r.refuse.insert("a".into());
+        let out = r.apply(set(&job("a", "5 * * * * *"))).await;
+        let ApplyOutcome::RolledBack { diff, failed } = &out else { panic!("{out:?}") };
+        assert_eq!((diff.changed.clone(), diff.removed.clone()), (vec!["a".to_string()], vec!["gone".to_string()]));
+        assert_eq!(failed.len(), 1);
+        // Nothing changed: the removal in the same edit was not applied either.
+        assert_eq!(r.current().jobs["a"].cron, "0 * * * * *");
+        assert!(r.live_spec("gone").is_some());
+        r.shutdown().await;
     }
 }

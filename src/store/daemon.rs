@@ -42,6 +42,16 @@ pub struct ReloadEvent {
     pub detail: String,
 }
 
+/// The running daemon's row of `daemon_state`: the schedule it has in force (a JSON list of jobs).
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonState {
+    pub pid: i64,
+    pub started_at: i64,
+    pub applied_at: i64,
+    pub http_addr: Option<String>,
+    pub schedule: String,
+}
+
 /// One row of `ops_alerts`.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpsAlert {
@@ -235,6 +245,46 @@ impl Store {
             .collect()
     }
 
+    /// Records the running daemon's state (replacing the previous daemon's).
+    pub async fn put_daemon_state(&self, st: &DaemonState) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO daemon_state (id, pid, started_at, applied_at, http_addr, schedule) VALUES (1, $1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at, \
+             applied_at = excluded.applied_at, http_addr = excluded.http_addr, schedule = excluded.schedule",
+        )
+        .bind(st.pid)
+        .bind(st.started_at)
+        .bind(st.applied_at)
+        .bind(st.http_addr.clone())
+        .bind(&st.schedule)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The last recorded daemon state (a daemon killed without a clean stop leaves its row: check the lock).
+    pub async fn daemon_state(&self) -> Result<Option<DaemonState>> {
+        let row = sqlx::query("SELECT pid, started_at, applied_at, http_addr, schedule FROM daemon_state WHERE id = 1")
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| {
+            Ok(DaemonState {
+                pid: r.try_get("pid")?,
+                started_at: r.try_get("started_at")?,
+                applied_at: r.try_get("applied_at")?,
+                http_addr: r.try_get("http_addr")?,
+                schedule: r.try_get("schedule")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes the state `pid` recorded (at its clean stop).
+    pub async fn clear_daemon_state(&self, pid: i64) -> Result<()> {
+        sqlx::query("DELETE FROM daemon_state WHERE pid = $1").bind(pid).execute(self.pool()).await?;
+        Ok(())
+    }
+
     pub async fn record_alert(&self, kind: &str, message: &str) -> Result<()> {
         sqlx::query("INSERT INTO ops_alerts (at, kind, message) VALUES ($1, $2, $3)")
             .bind(now_ms())
@@ -261,6 +311,24 @@ impl Store {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn daemon_state_is_replaced_and_cleared_by_its_pid_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url, 2, Duration::from_secs(5)).await.unwrap();
+        assert!(store.daemon_state().await.unwrap().is_none());
+        let st = DaemonState { pid: 7, started_at: 1, applied_at: 2, http_addr: None, schedule: "[]".into() };
+        store.put_daemon_state(&st).await.unwrap();
+        let next = DaemonState { pid: 8, applied_at: 3, http_addr: Some("127.0.0.1:9".into()), schedule: "[1]".into(), ..st };
+        store.put_daemon_state(&next).await.unwrap();
+        let got = store.daemon_state().await.unwrap().unwrap();
+        assert_eq!((got.pid, got.applied_at, got.http_addr.as_deref(), got.schedule.as_str()), (8, 3, Some("127.0.0.1:9"), "[1]"));
+        store.clear_daemon_state(7).await.unwrap();
+        assert!(store.daemon_state().await.unwrap().is_some(), "another pid's row is not cleared");
+        store.clear_daemon_state(8).await.unwrap();
+        assert!(store.daemon_state().await.unwrap().is_none());
+    }
 
     #[tokio::test]
     async fn run_history_round_trip() {

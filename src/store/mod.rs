@@ -14,7 +14,7 @@ pub use analysis::{AnalysisRow, NewAnalysis, NewNotification, NotificationRow, O
 pub use articles::{ArticleRow, NewArticle, PageUpdate};
 pub use embeddings::{vector_from_bytes, vector_to_bytes, ModelRow, PendingArticle};
 mod daemon;
-pub use daemon::{JobRun, JobSummary, OpsAlert, ReloadEvent};
+pub use daemon::{DaemonState, JobRun, JobSummary, OpsAlert, ReloadEvent};
 pub use sources::{FetchOutcome, SourceHealth, SourceState};
 
 use std::path::Path;
