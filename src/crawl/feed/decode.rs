@@ -79,18 +79,20 @@ pub(super) fn decode(bytes: &[u8], content_type: Option<&str>) -> Decoded {
 }
 
 /// Bytes that should be UTF-8 (declared, or nothing declared). Valid: zero-copy check, one copy. Not valid: when
-/// the rest holds real UTF-8 (multi-byte sequences), the stray bytes are read as windows-1252 (a CMS pasting
+/// the rest is mostly real UTF-8 (more multi-byte characters than stray bytes), the stray bytes are read as windows-1252 (a CMS pasting
 /// cp1252 into a UTF-8 template); with no UTF-8 at all, the bytes are in a legacy charset and `chardetng` picks it.
 fn from_utf8_label(bytes: &[u8], source: &str, mut notes: Vec<String>) -> Decoded {
     if let Ok(s) = std::str::from_utf8(bytes) {
         return Decoded { text: strip_bom(s.to_string()), charset: "UTF-8", notes };
     }
-    let mut valid_multibyte = false;
-    let mut invalid = 0usize;
+    // Legacy double-byte text contains accidental UTF-8 sequences, so "mostly UTF-8" needs more real characters
+    // than stray bytes.
+    let (mut valid_chars, mut invalid) = (0usize, 0usize);
     for chunk in bytes.utf8_chunks() {
-        valid_multibyte |= !chunk.valid().is_ascii();
+        valid_chars += chunk.valid().chars().filter(|c| !c.is_ascii()).count();
         invalid += chunk.invalid().len();
     }
+    let valid_multibyte = valid_chars >= invalid;
     if valid_multibyte {
         let mut text = String::with_capacity(bytes.len() + invalid * 2);
         for chunk in bytes.utf8_chunks() {

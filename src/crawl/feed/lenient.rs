@@ -258,7 +258,7 @@ mod tests {
         let doc = "<rss><channel><language>de</language><item><title>One &amp; &eacute;</title><link>http://e.com/1</link>\
             <description><![CDATA[<p>Body</p>]]></description><pubDate>Tue, 10 Jan 2017 10:00:00 GMT</pubDate></item>\
             <item><title>Two</title><link>http://e.com/2</link></wrong><media:title>not this</media:title></item>\
-            <item><title>Three</title><link>http://e.com/3</link><description>cut <here</description></item>";
+            <item><title>Three</title><link>http://e.com/3</link><description>cut</description><guid a=\"unclosed";
         let r = read(doc, 100);
         assert_eq!(r.items.len(), 3, "{r:?}");
         assert_eq!(r.items[0].title, "One & é");

@@ -358,7 +358,8 @@ mod tests {
         let (bytes, _, _) = encoding_rs::WINDOWS_1251.encode(doc);
         let f = parse_feed(&bytes, Some("application/rss+xml; charset=windows-1251"), "http://e.com/f").unwrap();
         assert_eq!(f.items[0].title, "Новости дня");
-        let (bytes, _, _) = encoding_rs::SHIFT_JIS.encode(&doc.replace("Новости дня", "今日のニュース"));
+        let japanese = doc.replace("Новости дня", "今日のニュース");
+        let (bytes, _, _) = encoding_rs::SHIFT_JIS.encode(&japanese);
         let f = parse_feed(&bytes, Some("text/xml;charset=Shift_JIS"), "http://e.com/f").unwrap();
         assert_eq!(f.items[0].title, "今日のニュース");
     }
