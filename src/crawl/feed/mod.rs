@@ -113,7 +113,7 @@ fn parse_text(bytes: &[u8], content_type: Option<&str>, feed_url: &str, opts: &F
         feed
     };
     let first = match parse_once(&text, feed_url) {
-        Ok(feed) if !feed.items.is_empty() || json => return Ok(finish(feed, notes)),
+        Ok(feed) if !feed.items.is_empty() || feed.skipped_items > 0 || json => return Ok(finish(feed, notes)),
         Ok(empty) => {
             // feed-rs read no items; a lenient read may find some (a vocabulary or layout feed-rs does not know).
             let l = lenient::read(&text, opts.max_items);
