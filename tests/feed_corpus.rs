@@ -102,7 +102,9 @@ fn feedparser_encoding_and_entity_feeds_are_read() {
     assert!(enc.read >= enc.files - FLOOR_ENCODING_FAILED, "{:#?}", enc.failures);
     assert_eq!(enc.no_items_but_expected, 0, "{:#?}", enc.empty);
     let ent = run("feedparser/entities");
-    assert_eq!(ent.read, ent.files, "{:#?}", ent.failures);
+    // attr_amp.xml ends inside its `</feed` end tag and has no entries: an error, not an empty feed.
+    assert!(ent.read >= ent.files - 1, "{:#?}", ent.failures);
+    assert_eq!(ent.no_items_but_expected, 0, "{:#?}", ent.empty);
 }
 
 /// The 21 EBCDIC feeds (cp037, cp500, cp875, ibm1140, ...): no EBCDIC decoder in encoding_rs, and no news feed
