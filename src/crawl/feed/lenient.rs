@@ -143,12 +143,12 @@ pub(super) fn read(text: &str, max_items: usize) -> Lenient {
             _ => {}
         }
     }
-    // An item cut short by a fatal error still counts when it has something to show.
+    // An item cut short by a fatal error still counts when its link was read.
     if let Some((_, mut it)) = item {
         if let Some((f, _, text)) = field {
             store(f, text, Some(&mut it), &mut out.language);
         }
-        if it.link.is_some() || it.other_link.is_some() || !it.title.is_empty() {
+        if it.link.is_some() || it.other_link.is_some() {
             out.items.push(it);
         }
     }

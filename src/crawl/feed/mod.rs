@@ -148,8 +148,14 @@ fn parse_text(bytes: &[u8], content_type: Option<&str>, feed_url: &str, opts: &F
     if !what.is_empty() {
         how.push_str(&format!(" after repairing {}", what.join(", ")));
     }
+    let broken = l.error.is_some();
+    let feed = from_lenient(l, feed_url);
+    if broken && feed.items.is_empty() {
+        // A truncated or broken document that yields no usable item is a failure, not an empty feed.
+        return Err(first);
+    }
     notes.push(how);
-    Ok(finish(from_lenient(l, feed_url), notes))
+    Ok(finish(feed, notes))
 }
 
 fn parse_once(text: &str, feed_url: &str) -> Result<ParsedFeed, String> {
@@ -421,6 +427,9 @@ mod tests {
         let titles: Vec<_> = f.items.iter().map(|i| i.title.as_str()).collect();
         assert_eq!(titles, ["One", "Two", "Three"]);
         assert!(f.recovered.unwrap().starts_with("read leniently"));
+        // Cut off inside its only item: nothing usable, so an error naming the URL.
+        let err = parse_feed(b"<rss version=\"2.0\"><channel><item><title>Half an item</ti", None, "http://e.com/cut").unwrap_err();
+        assert!(err.to_string().starts_with("http://e.com/cut: malformed feed"), "{err}");
         // Not a feed at all, even leniently: still an error.
         assert!(parse_feed(b"<html><item>x</item></html>", None, "http://e.com/f").is_err());
     }
