@@ -150,8 +150,8 @@ fn parse_text(bytes: &[u8], content_type: Option<&str>, feed_url: &str, opts: &F
     }
     let broken = l.error.is_some();
     let feed = from_lenient(l, feed_url);
-    if broken && feed.items.is_empty() {
-        // A truncated or broken document that yields no usable item is a failure, not an empty feed.
+    if broken && feed.items.is_empty() && feed.skipped_items == 0 {
+        // A truncated or broken document that yields no item is a failure, not an empty feed.
         return Err(first);
     }
     notes.push(how);
