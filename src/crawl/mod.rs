@@ -212,7 +212,7 @@ impl Crawler {
                 self.record(state.id, FetchOutcome::NotModified { next_fetch_at: next_ok }).await;
                 SourceReport::new(&src.name, SourceStatus::NotModified)
             }
-            Ok(Fetched::Body(page)) => match feed::parse_feed(&page.body, &src.url) {
+            Ok(Fetched::Body(page)) => match feed::parse_feed_with(&page.body, page.content_type.as_deref(), &src.url, &feed::FeedOptions { max_items: self.config.crawl.max_items_per_feed }) {
                 Ok(parsed) => {
                     let mut r = SourceReport::new(&src.name, SourceStatus::Fetched);
                     match self.store_items(src, state.id, parsed, &mut r).await {
