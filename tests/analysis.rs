@@ -7,7 +7,6 @@
 //! (269 articles from 9 outlets), the history everything before it.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +15,8 @@ use newsd::analysis::doc::{AnalysisDoc, StoryStatus};
 use newsd::analysis::{parse_time, run_analyze_with, AnalyzeOptions, AnalyzeReport};
 use newsd::config::{SourceConfig, TargetConfig};
 use newsd::notify::config::TargetKind;
-use newsd::store::{now_ms, NewArticle};
+use newsd::notify::{Credentials, Dispatcher, TargetSecrets};
+use newsd::store::NewArticle;
 use newsd::testkit::{corpus, CorpusArticle, LlmReply, LlmServer, WebhookReceiver};
 use newsd::{App, Config};
 
@@ -28,9 +28,14 @@ fn profile(name: &str, tweak: impl FnOnce(&mut ProfileConfig)) -> ProfileConfig 
     p
 }
 
-fn set_env(var: &str, value: &str) {
-    // Each test uses its own variable names.
-    unsafe { std::env::set_var(var, value) };
+/// The dispatcher with the test receiver's URLs injected (no process-wide environment variables: setting them
+/// while other test threads read the environment is undefined behaviour).
+fn dispatcher(targets: &[(&str, String, Option<&str>)]) -> Dispatcher {
+    let creds = targets.iter().fold(Credentials::new(), |c, (name, url, key)| {
+        let s = TargetSecrets::new(url.clone());
+        c.with(name, match key { Some(k) => s.with_signing_key(*k), None => s })
+    });
+    Dispatcher::new(creds)
 }
 
 fn corpus_until(until_ms: i64) -> Vec<CorpusArticle> {
@@ -158,7 +163,6 @@ fn answer_from_prompt(prompt: &str, invalid: bool) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_window_says_nothing_significant_without_needing_a_model() {
     let rx = WebhookReceiver::start("s").await.unwrap();
-    set_env("NEWSD_A0_HOOK", &rx.url("empty"));
     let dir = tempfile::tempdir().unwrap();
     let mut c = Config::default();
     c.data_dir = dir.path().to_path_buf();
@@ -176,7 +180,7 @@ async fn empty_window_says_nothing_significant_without_needing_a_model() {
     assert!(r.doc.nothing_significant);
     assert_eq!((r.window_articles, r.stories, r.notifications), (0, 0, 1));
     assert!(r.text.contains("Nothing significant"), "{}", r.text);
-    let d = newsd::notify::run_dispatch(&app).await.unwrap();
+    let d = dispatcher(&[("discord", rx.url("empty"), None)]).run(&app).await.unwrap();
     assert_eq!(d.delivered, 1);
     let got = rx.received_at("empty");
     let embeds = got[0].body["embeds"].as_array().unwrap();
@@ -196,9 +200,7 @@ async fn analysis_on_the_real_corpus_with_and_without_an_llm() {
     let articles: Vec<CorpusArticle> =
         corpus_until(window_to).into_iter().filter(|a| a.published.unwrap().timestamp_millis() >= history_from).collect();
     let rx = WebhookReceiver::start("sig").await.unwrap();
-    set_env("NEWSD_A1_SLACK", &rx.url("slack"));
-    set_env("NEWSD_A1_HOOK", &rx.url("hook"));
-    set_env("NEWSD_A1_SECRET", "sig");
+    let dispatch = dispatcher(&[("slack", rx.url("slack"), None), ("hook", rx.url("hook"), Some("sig"))]);
 
     // The local LLM server: behaviour per profile (named in the prompt).
     let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
@@ -421,7 +423,7 @@ async fn analysis_on_the_real_corpus_with_and_without_an_llm() {
         hex::encode(sha2::Sha256::digest(std::fs::read("prompts/market_analysis.j2").unwrap()))
     };
     assert_eq!(row.template_hash, file_hash);
-    newsd::notify::run_dispatch(&app).await.unwrap();
+    dispatch.run(&app).await.unwrap();
     let hook = rx.accepted_unique("hook");
     assert_eq!(hook.len(), 1);
     assert_eq!(hook[0].signature_ok, Some(true));
@@ -460,18 +462,15 @@ async fn analysis_on_the_real_corpus_with_and_without_an_llm() {
     let alerts = app.store.ops_alerts(100).await.unwrap();
     assert_eq!(llm_alerts(alerts.clone()), 1, "{alerts:?}");
     assert!(alerts.iter().any(|a| a.message.contains("LLM failed on two analyses in a row") && a.message.contains("HTTP 500")));
-    let _ = now_ms();
 }
 
 /// Opt-in: the same path against a real OpenAI-compatible server (llama.cpp `llama-server`, see
 /// ../shared/recipes/test-data.md). A tiny base model rarely writes valid grounded JSON: the test checks that the
 /// exchange works and that the run ends stored either way (LLM answer or built-in fallback with the reason).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real llama.cpp server: NEWSD_TEST_LLM_URL=http://127.0.0.1:18080/v1 cargo test --release --test analysis real_llm -- --ignored"]
 async fn real_llm_server_when_configured() {
-    let Ok(url) = std::env::var("NEWSD_TEST_LLM_URL") else {
-        eprintln!("skipped: set NEWSD_TEST_LLM_URL=http://127.0.0.1:18080/v1 to run against a real llama.cpp server");
-        return;
-    };
+    let url = std::env::var("NEWSD_TEST_LLM_URL").expect("NEWSD_TEST_LLM_URL (the llama.cpp server's /v1 URL)");
     let window_to = parse_time("2017-02-08T00:00:00Z").unwrap();
     let articles: Vec<CorpusArticle> =
         corpus_until(window_to).into_iter().filter(|a| a.published.unwrap().timestamp_millis() >= window_to - 3 * DAY).collect();
@@ -502,6 +501,7 @@ async fn real_llm_server_when_configured() {
     let r: AnalyzeReport = run_analyze_with(&app, &opts("real", "2017-02-08T00:00:00Z")).await.unwrap();
     println!("real LLM: mode {}, error {:?}\n{}", r.mode, r.llm_error, r.text);
     assert!(r.analysis_id.is_some());
-    assert!(r.mode == "llm" || r.llm_error.is_some());
-    let _ = Path::new(".");
+    if r.mode != "llm" {
+        assert!(r.llm_error.is_some(), "a built-in fallback says why the LLM answer was not used");
+    }
 }
