@@ -376,10 +376,17 @@ pub async fn run(args: &SoakBenchArgs) -> anyhow::Result<()> {
         let hours = pts.last()?.0 - pts.first()?.0;
         Some((slope(&pts)?, pts.first()?.1, pts.last()?.1, hours * 60.0))
     };
-    for (phase, label) in [("grow", "growing data"), ("constant", "constant data")] {
-        if let (Some((rss, a, b, mins)), Some((anon, _, _, _))) = (phase_slope(phase, |m| m.rss_kib), phase_slope(phase, |m| m.anon_kib)) {
-            println!("{label}: {mins:.1} min, RSS {a:.1} -> {b:.1} MB; slope RSS {rss:+.1} MB/h, anonymous {anon:+.1} MB/h");
-        }
+    // Before the constant phase the model and the index are loaded and the backlog embedded: its end, not a slope.
+    if let Some(g) = samples.iter().rev().find(|s| s.phase != "constant") {
+        println!(
+            "growing data and backlog ({:.1} min): RSS at its end {:.1} MB (anonymous {:.1} MB)",
+            g.t / 60.0,
+            mb(g.mem.rss_kib),
+            mb(g.mem.anon_kib)
+        );
+    }
+    if let Some((anon, a, b, mins)) = phase_slope("constant", |m| m.anon_kib) {
+        println!("constant data ({mins:.1} min): anonymous memory {a:.1} -> {b:.1} MB, slope {anon:+.1} MB/h");
     }
     // The second half of the constant phase, once every cache has had its chance to fill.
     let constant: Vec<&Sample> = samples.iter().filter(|s| s.phase == "constant").collect();
@@ -408,7 +415,17 @@ pub async fn run(args: &SoakBenchArgs) -> anyhow::Result<()> {
 }
 
 fn dir_size(p: &Path) -> u64 {
-    std::fs::read_dir(p).map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()).unwrap_or(0)
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum::<u64>()
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
