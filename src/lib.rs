@@ -13,6 +13,7 @@ pub mod embed;
 pub mod index;
 pub mod daemon;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod notify;

@@ -138,6 +138,7 @@ enum NotifyAction {
 }
 
 fn main() -> ExitCode {
+    newsd::memory::limit_arenas();
     let cli = Cli::parse();
     // Thread budget for OpenMP/BLAS before any thread exists (the runtime below starts some).
     let threads = Config::load(&cli.config).map(|c| c.embed.threads).unwrap_or(1);

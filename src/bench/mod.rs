@@ -5,6 +5,7 @@ pub mod crawl;
 pub mod e2e;
 pub mod embed;
 pub mod search;
+pub mod soak;
 
 use clap::Subcommand;
 
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     Search(search::SearchBenchArgs),
     /// Crawl + store + embed + index of the corpus from local servers, articles/hour.
     E2e(e2e::E2eBenchArgs),
+    /// The daemon (`newsd run`, a child process) crawling, embedding and analysing every few seconds, first with
+    /// growing then with constant data; its RSS over time and the slope (MB/h) with constant data.
+    Soak(soak::SoakBenchArgs),
     /// Serve the corpus news site (one loopback host per outlet) until killed; used by `bench crawl` so the
     /// server's memory is not counted as the crawler's.
     #[command(hide = true)]
@@ -30,6 +34,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Embed(args) => embed::run(args).await,
         BenchCommand::Search(args) => search::run(args).await,
         BenchCommand::E2e(args) => e2e::run(args).await,
+        BenchCommand::Soak(args) => soak::run(args).await,
         BenchCommand::ServeCorpus(args) => crawl::serve(args).await,
     }
 }

@@ -287,6 +287,8 @@ impl Executor {
             Ok(Ok(Some(Err(e)))) => (Outcome::Failed, None, Some(format!("{e:#}"))),
             Ok(Ok(Some(Ok(v)))) => (Outcome::Ok, Some(v), None),
         };
+        // The run's buffers are garbage now: hand their pages back so they do not accumulate in malloc's arenas.
+        crate::memory::release_free_memory();
         let secs = started.elapsed().as_secs_f64();
         match outcome {
             Outcome::Ok => tracing::info!(job = %spec.name, seconds = secs, counters = %counters.as_ref().map(|c| c.to_string()).unwrap_or_default(), "job finished"),

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,9 @@ pub struct ServerState {
     forced_status: Mutex<HashMap<String, u16>>,
     pub slow_delay: Duration,
     pub huge_bytes: usize,
+    /// Only the first `visible` articles (in the order given to `start`) are served: a site that grows
+    /// (`NewsServer::set_visible`, for the soak benchmark).
+    visible: AtomicUsize,
 }
 
 pub struct NewsServer {
@@ -74,6 +78,7 @@ impl NewsServer {
             forced_status: Mutex::new(HashMap::new()),
             slow_delay: Duration::from_secs(5),
             huge_bytes: 3 * 1024 * 1024,
+            visible: AtomicUsize::new(usize::MAX),
         });
         let app = Router::new()
             .route("/robots.txt", get(robots))
@@ -123,6 +128,12 @@ impl NewsServer {
 
     pub fn set_robots(&self, text: &str) {
         *self.state.robots.lock().unwrap() = text.to_string();
+    }
+
+    /// Serves only the first `n` articles (in the order given to `start`); the others are absent from the feeds
+    /// and answer 404, until a later call makes them appear, as new stories do.
+    pub fn set_visible(&self, n: usize) {
+        self.state.visible.store(n, Ordering::Relaxed);
     }
 
     /// Makes `path` answer `code` until cleared with `None` (a 429 carries `Retry-After: 60`).
@@ -175,7 +186,8 @@ fn rfc2822(a: &CorpusArticle) -> Option<String> {
 /// Feed document for an outlet, and its ETag.
 pub fn render_feed(state: &ServerState, base: &str, source: &str) -> Option<(String, &'static str, String)> {
     let idx = state.feeds.get(source)?;
-    let items: Vec<&CorpusArticle> = idx.iter().map(|&i| &state.articles[i]).collect();
+    let visible = state.visible.load(Ordering::Relaxed);
+    let items: Vec<&CorpusArticle> = idx.iter().filter(|&&i| i < visible).map(|&i| &state.articles[i]).collect();
     let link = |a: &CorpusArticle| format!("{base}/articles/{}?utm_source=feed&utm_medium=rss", a.id);
     let fmt = feed_format(source);
     let (body, ctype) = match fmt {
@@ -335,11 +347,13 @@ async fn article(State(s): State<Arc<ServerState>>, Path(id): Path<String>) -> R
     if let Some(r) = log(&s, format!("/articles/{id}")) {
         return r;
     }
-    let Some(&i) = id.trim_end_matches(".html").parse::<i64>().ok().and_then(|id| s.by_id.get(&id)) else {
+    let visible = s.visible.load(Ordering::Relaxed);
+    let Some(&i) = id.trim_end_matches(".html").parse::<i64>().ok().and_then(|id| s.by_id.get(&id)).filter(|&&i| i < visible) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let a = &s.articles[i];
-    let related: Vec<&CorpusArticle> = s.feeds[&a.source].iter().take(5).map(|&j| &s.articles[j]).filter(|r| r.id != a.id).collect();
+    let related: Vec<&CorpusArticle> =
+        s.feeds[&a.source].iter().filter(|&&j| j < visible).take(5).map(|&j| &s.articles[j]).filter(|r| r.id != a.id).collect();
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], render_page(a, &related)).into_response()
 }
 
