@@ -217,8 +217,14 @@ impl Fetcher {
                 check_literal_address(&current)?;
             }
             let client = if public_only { &self.public_client } else { &self.client };
-            if self.config.respect_robots_txt && !self.robots_allowed(client, &current).await? {
-                return Err(FetchError::RobotsDisallowed(current.to_string()));
+            if self.config.respect_robots_txt {
+                match self.robots_allowed(client, &current).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(FetchError::RobotsDisallowed(current.to_string())),
+                    // Refused while reading the host's robots.txt: the error names the URL that was asked for.
+                    Err(FetchError::NonPublic { addr, .. }) => return Err(FetchError::NonPublic { url: current.to_string(), addr }),
+                    Err(e) => return Err(e),
+                }
             }
             match self.fetch_raw(client, &current, validators).await? {
                 Hop::Done(fetched) => return Ok(fetched),
