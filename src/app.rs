@@ -16,6 +16,9 @@ pub struct App {
     pub compute: Arc<tokio::sync::OnceCell<ComputeHandle>>,
     /// Operations alerts raised recently (their repeat window), per app rather than per process.
     pub alerts: Arc<crate::ops::AlertWindow>,
+    /// The crawler, built on first use and kept: its robots.txt cache, per-host spacing and Retry-After pauses
+    /// must outlive one pass (the daemon crawls every few minutes).
+    crawler: Arc<std::sync::OnceLock<Crawler>>,
 }
 
 impl App {
@@ -32,11 +35,18 @@ impl App {
             store,
             compute: Arc::new(tokio::sync::OnceCell::new()),
             alerts: Arc::default(),
+            crawler: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
+    /// The process's one crawler (cheap to clone; clones share its state).
     pub fn crawler(&self) -> anyhow::Result<Crawler> {
-        Crawler::new(self.config.clone(), self.store.clone())
+        if let Some(c) = self.crawler.get() {
+            return Ok(c.clone());
+        }
+        let built = Crawler::new(self.config.clone(), self.store.clone())?;
+        // Two first callers at once: one wins, both use the winner.
+        Ok(self.crawler.get_or_init(|| built).clone())
     }
 
     /// The compute worker, started on first use (loads the model and the index).

@@ -138,6 +138,23 @@ pub struct CrawlConfig {
     /// Query parameters dropped from URLs when canonicalising (in addition to utm_*).
     #[serde(default = "default_tracking_params")]
     pub tracking_params: Vec<String>,
+    /// Let article pages (full_text) be fetched from loopback, private, link-local and other non-public
+    /// addresses. Off by default: a feed's items would otherwise make newsd request internal services. Feeds
+    /// themselves are always fetched wherever they are. Per source: `allow_private_addresses` in `[[sources]]`.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+    /// Hosts ("intranet.example" or "10.0.0.5:8080") whose article pages may be fetched although they are on a
+    /// non-public address.
+    #[serde(default)]
+    pub allow_private_hosts: Vec<String>,
+    /// Longest a source's article pages are fetched in one pass; pages not reached keep their feed text and stay
+    /// pending for the next pass. Keep it well under the crawl job's timeout.
+    #[serde(default = "default_source_time_budget", with = "humantime_serde")]
+    pub source_time_budget: Duration,
+}
+
+fn default_source_time_budget() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 
 fn default_user_agent() -> String {
@@ -189,6 +206,13 @@ fn default_tracking_params() -> Vec<String> {
         .collect()
 }
 
+impl SourceConfig {
+    /// Whether this source's article pages may be fetched from non-public addresses.
+    pub fn allows_private_addresses(&self, crawl: &CrawlConfig) -> bool {
+        self.allow_private_addresses.unwrap_or(crawl.allow_private_addresses)
+    }
+}
+
 impl Default for CrawlConfig {
     fn default() -> Self {
         toml::from_str("").expect("empty crawl config deserialises")
@@ -216,6 +240,9 @@ pub struct SourceConfig {
     /// Minimum time between two fetches of this feed (the schedule may run more often; the source is then skipped).
     #[serde(default, with = "humantime_serde")]
     pub min_interval: Option<Duration>,
+    /// Overrides `crawl.allow_private_addresses` for this source's article pages.
+    #[serde(default)]
+    pub allow_private_addresses: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -480,6 +507,9 @@ impl Config {
         }
         if self.crawl.batch_size == 0 {
             return Err(invalid(Some("batch_size"), "crawl.batch_size must be at least 1".into()));
+        }
+        if self.crawl.source_time_budget.is_zero() {
+            return Err(invalid(Some("source_time_budget"), "crawl.source_time_budget must be longer than 0s".into()));
         }
         if self.embed.threads == 0 {
             return Err(invalid(Some("threads"), "embed.threads must be at least 1".into()));

@@ -61,6 +61,7 @@ async fn store_corpus(app: &App, articles: &[CorpusArticle]) -> HashMap<i64, i64
             selectors: None,
             language: Some("en".into()),
             min_interval: None,
+            allow_private_addresses: None,
         })
         .collect();
     let states = app.store.sync_sources(&sources).await.unwrap();

@@ -17,7 +17,7 @@ async fn crawl_status_and_extract_json() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"state\"\n[crawl]\nper_host_interval = \"0s\"\n\n[[sources]]\nname = \"rte\"\nurl = \"{}\"\nfull_text = true\n\n[[sources]]\nname = \"down\"\nurl = \"{}\"\n",
+            "data_dir = \"state\"\n[crawl]\nper_host_interval = \"0s\"\nallow_private_addresses = true\n\n[[sources]]\nname = \"rte\"\nurl = \"{}\"\nfull_text = true\n\n[[sources]]\nname = \"down\"\nurl = \"{}\"\n",
             server.url("/feeds/rte"),
             server.url("/faults/status/503")
         ),

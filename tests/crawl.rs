@@ -11,7 +11,16 @@ use newsd::store::{ArticleRow, Store};
 use newsd::testkit::{corpus, squash, CorpusArticle, NewsServer};
 
 fn source(name: &str, url: String, full_text: bool) -> SourceConfig {
-    SourceConfig { name: name.into(), url, enabled: true, full_text, selectors: None, language: Some("en".into()), min_interval: None }
+    SourceConfig {
+        name: name.into(),
+        url,
+        enabled: true,
+        full_text,
+        selectors: None,
+        language: Some("en".into()),
+        min_interval: None,
+        allow_private_addresses: None,
+    }
 }
 
 async fn setup(dir: &std::path::Path, sources: Vec<SourceConfig>, tweak: impl FnOnce(&mut Config)) -> (Crawler, Store) {
@@ -19,6 +28,8 @@ async fn setup(dir: &std::path::Path, sources: Vec<SourceConfig>, tweak: impl Fn
     config.data_dir = dir.to_path_buf();
     config.crawl.per_host_interval = Duration::ZERO;
     config.crawl.max_items_per_feed = 10_000;
+    // The test servers are on loopback: article pages there need the opt-in.
+    config.crawl.allow_private_addresses = true;
     config.sources = sources;
     tweak(&mut config);
     let store = Store::from_config(&config).await.unwrap();
@@ -391,4 +402,45 @@ async fn crawl_into_postgres() {
     assert_eq!(squash(&row.body), squash(&a.text));
     store.close().await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+}
+
+/// The daemon's crawl job goes through `tasks::run_task`, which uses the app's one crawler: robots.txt, host
+/// spacing and a host's Retry-After pause carry over from one scheduled pass to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_passes_share_robots_cache_and_retry_after_pause() {
+    use newsd::tasks::{run_task, TaskSpec};
+    let corpus: Vec<_> = load_corpus().into_iter().filter(|a| a.source == "cnn").take(3).collect();
+    let limited = NewsServer::start(corpus.clone()).await.unwrap();
+    let calm = NewsServer::start(corpus).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().to_path_buf();
+    config.crawl.per_host_interval = Duration::ZERO;
+    config.sources = vec![
+        source("limited", limited.url("/faults/ratelimited"), false),
+        source("neighbour", limited.url("/feeds/cnn"), false),
+        source("calm", calm.url("/feeds/cnn"), false),
+    ];
+    let app = newsd::app::App::open(config).await.unwrap();
+    let crawl = |name: &str| TaskSpec::Crawl { sources: vec![name.to_string()] };
+
+    // Pass 1: the limited feed answers 429 with Retry-After 120 (the run fails: its only source failed).
+    let err = run_task(&app, &crawl("limited")).await.unwrap_err();
+    assert!(format!("{err:#}").contains("Retry-After 120s"), "{err:#}");
+    // Pass 2, another scheduled run: the same host is still paused, so its other feed is not requested.
+    let second = run_task(&app, &crawl("neighbour")).await.unwrap();
+    assert_eq!(second["totals"]["deferred"], 1, "{second}");
+    assert_eq!(limited.hits("/feeds/cnn"), 0, "the Retry-After pause outlived the pass");
+    assert_eq!(limited.hits("/robots.txt"), 1, "robots.txt read once for both passes");
+
+    // Two passes over a healthy host: robots.txt once, the feed twice (the second a 304).
+    let first = run_task(&app, &crawl("calm")).await.unwrap();
+    assert_eq!(first["totals"]["new"], 3, "{first}");
+    let again = run_task(&app, &crawl("calm")).await.unwrap();
+    assert_eq!(again["totals"]["not_modified"], 1, "{again}");
+    assert_eq!(calm.hits("/robots.txt"), 1);
+    assert_eq!(calm.hits("/feeds/cnn"), 2);
+    // One crawler: the app hands out clones of the same one.
+    let (hosts, robots) = app.crawler().unwrap().fetcher().cached_hosts();
+    assert_eq!((hosts, robots), (2, 2));
 }

@@ -86,7 +86,7 @@ impl Drop for Daemon {
 
 fn write_config(dir: &Path, sources: &[(&str, String, bool)], daemon_extra: &str) {
     let mut text = format!(
-        "data_dir = \"data\"\n\n[crawl]\nper_host_interval = \"20ms\"\nbatch_size = 10\nrequest_timeout = \"5s\"\nbackoff_base = \"1h\"\n\n\
+        "data_dir = \"data\"\n\n[crawl]\nper_host_interval = \"20ms\"\nallow_private_addresses = true\nbatch_size = 10\nrequest_timeout = \"5s\"\nbackoff_base = \"1h\"\n\n\
          [daemon]\nschedules_dir = \"schedules\"\nreload_debounce = \"200ms\"\nshutdown_grace = \"20s\"\n{daemon_extra}\n\n\
          [logging]\nfiles = false\n"
     );

@@ -30,6 +30,7 @@ fn config(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Config {
         selectors: None,
         language: Some("en".into()),
         min_interval: None,
+        allow_private_addresses: None,
     }];
     tweak(&mut c);
     c

@@ -95,7 +95,7 @@ secret_env = "NEWSD_PG_SECRET"
         ort = root().join("models/onnxruntime/libonnxruntime.so.1.32.0").display(),
     );
     for o in &outlets {
-        toml.push_str(&format!("[[sources]]\nname = \"{o}\"\nurl = \"{}\"\nfull_text = true\n", server.url(&format!("/feeds/{o}"))));
+        toml.push_str(&format!("[[sources]]\nname = \"{o}\"\nurl = \"{}\"\nfull_text = true\nallow_private_addresses = true\n", server.url(&format!("/feeds/{o}"))));
     }
     std::fs::write(&config, toml).unwrap();
 

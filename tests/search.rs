@@ -56,6 +56,8 @@ async fn crawled_corpus_same_event_from_other_outlets_ranks_above_unrelated() {
             selectors: None,
             language: Some("en".into()),
             min_interval: None,
+            // The local news server is on loopback.
+            allow_private_addresses: Some(true),
         })
         .collect();
     let app = App::open(config.clone()).await.unwrap();

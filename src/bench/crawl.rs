@@ -179,6 +179,8 @@ async fn pass(corpus_path: &Option<PathBuf>, every: i64, concurrency: usize) -> 
             selectors: None,
             language: Some("en".into()),
             min_interval: None,
+            // The local news server is on loopback.
+            allow_private_addresses: Some(true),
         })
         .collect();
     let store = Store::from_config(&config).await?;

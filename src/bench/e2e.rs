@@ -52,6 +52,8 @@ pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
             selectors: None,
             language: Some("en".into()),
             min_interval: None,
+            // The local news server is on loopback.
+            allow_private_addresses: Some(true),
         })
         .collect();
     let app = App::open(config).await?;

@@ -2,10 +2,29 @@
 
 use url::Url;
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CanonError {
+    #[error("{0}: not a URL: {1}")]
+    Parse(String, url::ParseError),
+    /// Only web pages are articles: `file:`, `javascript:`, `data:`, `ftp:`... links are refused.
+    #[error("{0}: not an http(s) link")]
+    Scheme(String),
+    #[error("{0}: no host")]
+    NoHost(String),
+}
+
 /// Canonical form of an article URL: lower-case scheme and host, no default port, no fragment, no tracking
-/// parameters (utm_* and the configured list), no empty query, `/` for an empty path.
-pub fn canonicalize(raw: &str, tracking_params: &[String]) -> Result<String, url::ParseError> {
-    let mut url = Url::parse(raw.trim())?;
+/// parameters (utm_* and the configured list), no empty query, `/` for an empty path. Only http(s) URLs with a
+/// host are accepted.
+pub fn canonicalize(raw: &str, tracking_params: &[String]) -> Result<String, CanonError> {
+    let raw = raw.trim();
+    let mut url = Url::parse(raw).map_err(|e| CanonError::Parse(raw.chars().take(200).collect(), e))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(CanonError::Scheme(url.scheme().to_string()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(CanonError::NoHost(raw.chars().take(200).collect()));
+    }
     url.set_fragment(None);
     // Url::parse already lower-cases scheme and host and drops a port equal to the scheme's default.
     if url.query().is_some() {
@@ -66,6 +85,15 @@ mod tests {
     #[test]
     fn same_article_two_links_same_canonical() {
         assert_eq!(canon("https://e.com/story/1?utm_campaign=feed"), canon("https://e.com/story/1#top"));
+    }
+
+    #[test]
+    fn refuses_links_that_are_not_web_pages() {
+        for bad in ["file:///etc/passwd", "javascript:alert(1)", "data:text/html,<b>x</b>", "ftp://e.com/a", "mailto:a@e.com", "about:blank"] {
+            assert!(matches!(canonicalize(bad, &[]), Err(CanonError::Scheme(_))), "{bad}");
+        }
+        assert!(canonicalize("not a url", &[]).is_err());
+        assert_eq!(canonicalize("HTTPS://E.com/x", &[]).unwrap(), "https://e.com/x");
     }
 
     #[test]

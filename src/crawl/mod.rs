@@ -1,10 +1,13 @@
 //! The crawl stage: feeds in, articles out, politely.
 //!
-//! A pass fetches every due source concurrently (a failing or slow source only costs its own task), stores new
-//! items in batches, and records per-source state (validators, failures, back-off). Feed validators are
-//! recorded only after the feed's items are stored, so a crash mid-pass never turns into a 304 that hides items.
-//! Full-text pages that fail are stored with the feed's text and marked pending; later passes retry them.
+//! A pass fetches every due source concurrently (a failing, slow or panicking source only costs its own task),
+//! stores new items in batches, and records per-source state (validators, failures, back-off). Feed validators
+//! are recorded only after the feed's items are stored, so a crash mid-pass never turns into a 304 that hides
+//! items. For full-text sources the items are stored first with the feed's text and their page pending; the pages
+//! are then fetched within the source's time budget and the articles updated, so a hanging page or a cancelled
+//! pass never loses what the feed said. Pages not read stay pending; later passes retry them.
 
+pub mod addr;
 pub mod canon;
 pub mod extract;
 pub mod feed;
@@ -12,20 +15,37 @@ pub mod fetch;
 pub mod retry;
 pub mod text;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::config::{Config, SourceConfig};
-use crate::store::{now_ms, FetchOutcome, NewArticle, PageUpdate, SourceState, Store};
+use crate::store::{now_ms, ArticleRow, FetchOutcome, NewArticle, PageUpdate, SourceState, Store};
 pub use extract::{extract, Extracted};
-pub use fetch::{FetchError, Fetched, Fetcher, Validators};
+pub use fetch::{FetchError, Fetched, Fetcher, Target, Validators};
+
+/// Content-hash dedup needs this much normalised text (bytes) to tell one article from another: below it (link-only
+/// items, a bare title) distinct articles would hash alike, so they are told apart by URL only.
+pub const MIN_DEDUP_TEXT: usize = 200;
+
+/// Whether a body carries enough text for content-hash dedup.
+pub fn identifiable(body: &str) -> bool {
+    let mut n = 0usize;
+    for (i, w) in body.split_whitespace().enumerate() {
+        n += w.len() + usize::from(i > 0);
+        if n >= MIN_DEDUP_TEXT {
+            return true;
+        }
+    }
+    false
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct CrawlOptions {
@@ -63,6 +83,10 @@ pub struct SourceReport {
     pub pages_failed: usize,
     /// Pages from earlier passes retried in this one.
     pub pages_retried: usize,
+    /// Articles of this source whose page is still to be read after this pass (they keep the feed's text).
+    pub pages_pending: usize,
+    /// Pages this pass did not get to because `crawl.source_time_budget` ran out.
+    pub pages_not_reached: usize,
     /// Feed items without a usable link.
     pub skipped_items: usize,
     /// What was repaired in a malformed feed that still parsed.
@@ -84,6 +108,7 @@ pub struct CrawlTotals {
     pub new: usize,
     pub duplicate: usize,
     pub pages_failed: usize,
+    pub pages_pending: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,6 +129,8 @@ impl SourceReport {
             pages_fetched: 0,
             pages_failed: 0,
             pages_retried: 0,
+            pages_pending: 0,
+            pages_not_reached: 0,
             skipped_items: 0,
             recovered: None,
             error: None,
@@ -113,14 +140,27 @@ impl SourceReport {
     }
 }
 
-/// What a crawl pass needs; cheap to clone.
+/// What a crawl pass needs; cheap to clone. Meant to live as long as the process (see `App::crawler`), so the
+/// fetcher's robots.txt cache, host spacing and Retry-After pauses carry over from one pass to the next.
 #[derive(Clone)]
 pub struct Crawler {
     config: Arc<Config>,
     store: Store,
     fetcher: Fetcher,
-    /// Bounds CPU-bound extraction to the machine's cores.
+    /// Bounds CPU-bound parsing and extraction to the machine's cores.
     extract_slots: Arc<Semaphore>,
+}
+
+/// An article whose page is to be read in this pass.
+struct PageJob {
+    id: i64,
+    url: String,
+    attempts: i64,
+    title: String,
+    body: String,
+    published_at: Option<i64>,
+    /// Stored by an earlier pass (counts as a retry).
+    retry: bool,
 }
 
 impl Crawler {
@@ -158,11 +198,20 @@ impl Crawler {
             let force = opts.force;
             async move {
                 let t = Instant::now();
-                let mut r = this.crawl_source(&src, &state, force).await;
+                // A panic anywhere in one source's work (a parser or extractor bug hit by hostile input) is that
+                // source's failure, recorded against it with back-off; the other sources carry on.
+                let caught = AssertUnwindSafe(this.crawl_source(&src, &state, force)).catch_unwind().await;
+                let mut r = match caught {
+                    Ok(r) => r,
+                    Err(panic) => {
+                        let msg = format!("{}: crawling panicked: {}", src.url, panic_message(panic.as_ref()));
+                        this.fail(&src, &state, msg.clone(), &FetchError::Other(msg)).await
+                    }
+                };
                 r.duration_ms = t.elapsed().as_millis() as u64;
                 match r.status {
                     SourceStatus::Failed => tracing::warn!(error = r.error.as_deref().unwrap_or(""), "source failed"),
-                    _ => tracing::info!(status = ?r.status, items = r.items, new = r.new, duplicate = r.duplicate, pages_failed = r.pages_failed, ms = r.duration_ms, "source done"),
+                    _ => tracing::info!(status = ?r.status, items = r.items, new = r.new, duplicate = r.duplicate, pages_failed = r.pages_failed, pages_pending = r.pages_pending, ms = r.duration_ms, "source done"),
                 }
                 r
             }
@@ -184,39 +233,36 @@ impl Crawler {
             totals.new += r.new;
             totals.duplicate += r.duplicate;
             totals.pages_failed += r.pages_failed;
+            totals.pages_pending += r.pages_pending;
         }
         Ok(CrawlReport { sources: reports, totals, duration_ms: started.elapsed().as_millis() as u64 })
     }
 
     async fn crawl_source(&self, src: &SourceConfig, state: &SourceState, force: bool) -> SourceReport {
         let now = now_ms();
+        let deadline = tokio::time::Instant::now() + self.config.crawl.source_time_budget;
         if !force && state.next_fetch_at > now {
             let mut r = SourceReport::new(&src.name, SourceStatus::Deferred);
             r.next_fetch_at = Some(rfc3339(state.next_fetch_at));
             r.error = state.last_error.clone().filter(|_| state.consecutive_failures > 0);
             return r;
         }
-        // Pages that failed in earlier passes first, so a page that fails in this pass waits for the next one.
-        let mut retried = SourceReport::new(&src.name, SourceStatus::Fetched);
-        if src.full_text {
-            if let Err(e) = self.retry_pending_pages(src, state.id, &mut retried).await {
-                tracing::warn!(error = %e, "retrying pending pages failed");
-            }
-        }
-        let retried = retried.pages_retried;
         let next_ok = now + src.min_interval.map(|d| d.as_millis() as i64).unwrap_or(0);
         let validators = Validators { etag: state.etag.clone(), last_modified: state.last_modified.clone() };
         let result = self.fetcher.fetch(&src.url, Some(&validators)).await;
+        let mut new_jobs = Vec::new();
         let mut report = match result {
             Ok(Fetched::NotModified) => {
                 self.record(state.id, FetchOutcome::NotModified { next_fetch_at: next_ok }).await;
                 SourceReport::new(&src.name, SourceStatus::NotModified)
             }
-            Ok(Fetched::Body(page)) => match feed::parse_feed_with(&page.body, page.content_type.as_deref(), &src.url, &feed::FeedOptions { max_items: self.config.crawl.max_items_per_feed }) {
+            Ok(Fetched::Body(page)) => match self.parse(page.body, page.content_type, &src.url).await {
                 Ok(parsed) => {
                     let mut r = SourceReport::new(&src.name, SourceStatus::Fetched);
                     match self.store_items(src, state.id, parsed, &mut r).await {
-                        Ok(()) => {
+                        Ok(jobs) => {
+                            new_jobs = jobs;
+                            // The items are stored (pages pending): the validators may be recorded now.
                             let v = page.validators;
                             self.record(state.id, FetchOutcome::Fetched { etag: v.etag, last_modified: v.last_modified, next_fetch_at: next_ok }).await;
                         }
@@ -225,13 +271,14 @@ impl Crawler {
                             // pass fetches the whole feed again and nothing is lost.
                             r.status = SourceStatus::Failed;
                             r.error = Some(format!("{}: storing items: {e:#}", src.url));
-                            let next = now + retry::backoff(state.consecutive_failures as u32 + 1, self.config.crawl.backoff_base, self.config.crawl.backoff_max).as_millis() as i64;
+                            let failures = state.consecutive_failures as u32 + 1;
+                            let next = now + crate::net::backoff(failures, self.config.crawl.backoff_base, self.config.crawl.backoff_max).as_millis() as i64;
                             self.record(state.id, FetchOutcome::Failed { error: r.error.clone().unwrap_or_default(), next_fetch_at: next }).await;
                         }
                     }
                     r
                 }
-                Err(e) => self.fail(src, state, e.to_string(), &FetchError::Other(String::new())).await,
+                Err(message) => self.fail(src, state, message.clone(), &FetchError::Other(message)).await,
             },
             Err(FetchError::HostBackoff { wait, .. }) => {
                 // Not requested: another request to this host got a Retry-After. Not this source's failure, so its
@@ -243,8 +290,40 @@ impl Crawler {
             }
             Err(e) => self.fail(src, state, e.to_string(), &e).await,
         };
-        report.pages_retried = retried;
+        if src.full_text {
+            if let Err(e) = self.read_pages(src, state.id, new_jobs, deadline, &mut report).await {
+                tracing::warn!(error = %format!("{e:#}"), "reading article pages failed");
+            }
+            match self.store.count_pending_pages(state.id).await {
+                Ok(n) => report.pages_pending = n as usize,
+                Err(e) => tracing::warn!(error = %e, "counting pending pages"),
+            }
+            if report.pages_not_reached > 0 {
+                tracing::warn!(
+                    not_reached = report.pages_not_reached,
+                    pending = report.pages_pending,
+                    budget = %humantime::format_duration(self.config.crawl.source_time_budget),
+                    "source time budget spent; the remaining pages stay pending for the next pass"
+                );
+            }
+        }
         report
+    }
+
+    /// Parses a feed on the blocking pool (parsing is CPU-bound and may meet hostile input); a panic in the
+    /// parser is returned as this feed's error, naming its URL.
+    async fn parse(&self, body: Vec<u8>, content_type: Option<String>, url: &str) -> Result<feed::ParsedFeed, String> {
+        let _slot = self.extract_slots.acquire().await.map_err(|e| format!("{url}: {e}"))?;
+        let feed_url = url.to_string();
+        let options = feed::FeedOptions { max_items: self.config.crawl.max_items_per_feed };
+        let joined =
+            tokio::task::spawn_blocking(move || feed::parse_feed_with(&body, content_type.as_deref(), &feed_url, &options)).await;
+        match joined {
+            Ok(Ok(parsed)) => Ok(parsed),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) if e.is_panic() => Err(format!("{url}: parsing the feed panicked: {}", panic_message(e.into_panic().as_ref()))),
+            Err(e) => Err(format!("{url}: parsing the feed did not finish: {e}")),
+        }
     }
 
     async fn fail(&self, src: &SourceConfig, state: &SourceState, error: String, cause: &FetchError) -> SourceReport {
@@ -265,7 +344,8 @@ impl Crawler {
         }
     }
 
-    async fn store_items(&self, src: &SourceConfig, source_id: i64, parsed: feed::ParsedFeed, r: &mut SourceReport) -> anyhow::Result<()> {
+    /// Stores the feed's new items (feed text; page pending for full-text sources) and returns the pages to read.
+    async fn store_items(&self, src: &SourceConfig, source_id: i64, parsed: feed::ParsedFeed, r: &mut SourceReport) -> anyhow::Result<Vec<PageJob>> {
         let c = &self.config.crawl;
         r.recovered = parsed.recovered.clone();
         r.skipped_items = parsed.skipped_items;
@@ -273,7 +353,7 @@ impl Crawler {
             tracing::warn!(url = %src.url, "{what}");
         }
         let language = src.language.clone().or(parsed.language.clone());
-        // Canonical URLs, first occurrence wins within the feed.
+        // Canonical URLs, first occurrence wins within the feed; only http(s) links are articles.
         let mut seen = HashSet::new();
         let mut items = Vec::new();
         for item in parsed.items.into_iter().take(c.max_items_per_feed) {
@@ -281,7 +361,10 @@ impl Crawler {
             match canon::canonicalize(&item.link, &c.tracking_params) {
                 Ok(url) if seen.insert(url.clone()) => items.push((url, item)),
                 Ok(_) => r.duplicate += 1,
-                Err(_) => r.skipped_items += 1,
+                Err(e) => {
+                    tracing::debug!(error = %e, "feed item skipped");
+                    r.skipped_items += 1;
+                }
             }
         }
         let urls: Vec<String> = items.iter().map(|(u, _)| u.clone()).collect();
@@ -289,168 +372,242 @@ impl Crawler {
         let fresh: Vec<_> = items.into_iter().filter(|(u, _)| !existing.contains(u)).collect();
         r.duplicate += urls.len() - fresh.len();
         let total = fresh.len();
-        for chunk in fresh.chunks(c.batch_size) {
-            let articles = self.build_articles(src, source_id, language.clone(), chunk, r).await;
-            // Same text under another URL (syndicated copies) is a duplicate too.
-            let hashes: Vec<String> = articles.iter().map(|a| a.content_hash.clone()).collect();
-            let known = self.store.existing_hashes(&hashes).await?;
-            let mut batch_hashes = HashSet::new();
-            let batch: Vec<NewArticle> = articles
-                .into_iter()
-                .filter(|a| !known.contains(&a.content_hash) && batch_hashes.insert(a.content_hash.clone()))
-                .collect();
-            let ids = self.store.insert_articles(&batch).await?;
-            r.new += ids.len();
-            r.duplicate += chunk.len() - ids.len();
-            if total > c.batch_size {
-                tracing::info!(done = r.new + r.duplicate, total, "crawl progress");
-            }
-        }
-        Ok(())
-    }
-
-    async fn build_articles(&self, src: &SourceConfig, source_id: i64, language: Option<String>, chunk: &[(String, feed::FeedItem)], r: &mut SourceReport) -> Vec<NewArticle> {
         let fetched_at = now_ms();
-        let pages: Vec<Option<Result<Extracted, PageFailure>>> = if src.full_text {
-            futures::stream::iter(chunk.iter().map(|(url, _)| self.fetch_page(url, src)))
-                .buffered(self.config.crawl.concurrency.max(1))
-                .map(Some)
-                .collect()
-                .await
-        } else {
-            vec![None; chunk.len()]
-        };
-        let max_attempts = self.config.crawl.max_page_attempts as i64;
-        chunk
-            .iter()
-            .zip(pages)
-            .map(|((url, item), page)| {
-                let mut a = NewArticle {
+        let mut jobs = Vec::new();
+        for chunk in fresh.chunks(c.batch_size) {
+            let articles: Vec<NewArticle> = chunk
+                .iter()
+                .map(|(url, item)| NewArticle {
                     url: url.clone(),
                     source_id,
                     title: item.title.clone(),
                     body: item.text.clone(),
                     published_at: item.published.map(|d| d.timestamp_millis()),
                     fetched_at,
-                    content_hash: String::new(),
+                    content_hash: content_hash(&item.title, &item.text),
                     language: language.clone(),
                     extraction: "feed".into(),
-                    page_status: "none".into(),
+                    page_status: if src.full_text { "pending".into() } else { "none".into() },
                     page_attempts: 0,
                     page_error: None,
                     charset: None,
-                };
-                match page {
-                    None => {}
-                    Some(Ok(e)) => {
-                        r.pages_fetched += 1;
-                        apply_extracted(&mut a.title, &mut a.body, &mut a.published_at, &e);
-                        a.extraction = e.method.into();
-                        a.charset = Some(e.charset.into());
-                        a.page_status = "ok".into();
-                        a.page_attempts = 1;
-                    }
-                    Some(Err(failure)) => {
-                        r.pages_failed += 1;
-                        let error = failure.message;
-                        tracing::warn!(%url, %error, "page failed; feed text kept");
-                        a.page_attempts = i64::from(failure.attempted);
-                        a.page_status = if a.page_attempts < max_attempts { "pending".into() } else { "failed".into() };
-                        a.page_error = Some(error);
-                    }
-                }
-                a.content_hash = content_hash(&a.title, &a.body);
-                a
-            })
-            .collect()
+                })
+                .collect();
+            // Same text under another URL (syndicated copies) is a duplicate too, when there is enough text to
+            // tell articles apart. Full-text items are judged by their page's text once it is read.
+            let hashes: Vec<String> =
+                articles.iter().filter(|a| !src.full_text && identifiable(&a.body)).map(|a| a.content_hash.clone()).collect();
+            let known = self.store.existing_hashes(&hashes).await?;
+            let mut batch_hashes = HashSet::new();
+            let batch: Vec<NewArticle> = articles
+                .into_iter()
+                .filter(|a| {
+                    src.full_text
+                        || !identifiable(&a.body)
+                        || (!known.contains(&a.content_hash) && batch_hashes.insert(a.content_hash.clone()))
+                })
+                .collect();
+            let ids = self.store.insert_articles(&batch).await?;
+            r.new += ids.len();
+            r.duplicate += chunk.len() - ids.len();
+            if src.full_text && !ids.is_empty() {
+                // Which rows were inserted (a URL stored meanwhile by another source is skipped by the insert).
+                let inserted = self.store.articles_by_ids(&ids).await?;
+                jobs.extend(inserted.into_iter().map(|a| PageJob {
+                    id: a.id,
+                    url: a.url,
+                    attempts: 0,
+                    title: a.title,
+                    body: a.body,
+                    published_at: a.published_at,
+                    retry: false,
+                }));
+            }
+            if total > c.batch_size {
+                tracing::info!(done = r.new + r.duplicate, total, "crawl progress");
+            }
+        }
+        Ok(jobs)
     }
 
-    async fn fetch_page(&self, url: &str, src: &SourceConfig) -> Result<Extracted, PageFailure> {
-        let page = match self.fetcher.fetch(url, None).await {
-            Ok(Fetched::Body(p)) => p,
-            Ok(Fetched::NotModified) => return Err(PageFailure::attempted(format!("{url}: unexpected 304"))),
-            Err(e @ FetchError::HostBackoff { .. }) => return Err(PageFailure { message: e.to_string(), attempted: false }),
-            Err(e) => return Err(PageFailure::attempted(e.to_string())),
-        };
-        let _slot = self.extract_slots.acquire().await.map_err(|e| PageFailure::attempted(e.to_string()))?;
-        let selectors = src.selectors.clone();
-        let final_url = page.final_url.clone();
-        tokio::task::spawn_blocking(move || {
-            extract(&page.body, page.content_type.as_deref(), &final_url, selectors.as_ref()).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| format!("{url}: extraction panicked: {e}"))
-        .and_then(|r| r)
-        .map_err(PageFailure::attempted)
-    }
-
-    async fn retry_pending_pages(&self, src: &SourceConfig, source_id: i64, r: &mut SourceReport) -> anyhow::Result<()> {
-        let pending = self.store.pending_pages(source_id, self.config.crawl.batch_size as i64).await?;
-        if pending.is_empty() {
+    /// Reads the pages of this pass's new items and of pending ones from earlier passes (up to `batch_size`),
+    /// writing results as they arrive, until done or until `deadline` (the source's time budget).
+    async fn read_pages(&self, src: &SourceConfig, source_id: i64, new_jobs: Vec<PageJob>, deadline: tokio::time::Instant, r: &mut SourceReport) -> anyhow::Result<()> {
+        let new_ids: HashSet<i64> = new_jobs.iter().map(|j| j.id).collect();
+        let limit = self.config.crawl.batch_size as i64;
+        let pending = self.store.pending_pages(source_id, limit + new_ids.len() as i64).await?;
+        let old: Vec<(i64, String, i64)> = pending.into_iter().filter(|p| !new_ids.contains(&p.0)).take(limit as usize).collect();
+        let current: HashMap<i64, ArticleRow> =
+            self.store.articles_by_ids(&old.iter().map(|p| p.0).collect::<Vec<_>>()).await?.into_iter().map(|a| (a.id, a)).collect();
+        let mut jobs = new_jobs;
+        for (id, url, attempts) in old {
+            let Some(a) = current.get(&id) else { continue };
+            jobs.push(PageJob { id, url, attempts, title: a.title.clone(), body: a.body.clone(), published_at: a.published_at, retry: true });
+        }
+        if jobs.is_empty() {
             return Ok(());
         }
+        let total = jobs.len();
+        let mut done = 0usize;
+        let mut pass_hashes: HashMap<String, i64> = HashMap::new();
+        let mut results = futures::stream::iter(jobs.into_iter().map(|job| async move {
+            let result = self.fetch_page(&job.url, src).await;
+            (job, result)
+        }))
+        .buffer_unordered(self.config.crawl.concurrency.max(1))
+        .ready_chunks(32);
+        let work = async {
+            while let Some(group) = results.next().await {
+                done += group.len();
+                self.apply_pages(group, &mut pass_hashes, r).await?;
+            }
+            anyhow::Ok(())
+        };
+        let outcome = tokio::time::timeout_at(deadline, work).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                r.pages_not_reached = total - done;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes one group of page results: extracted text, or the failure (pending until `max_page_attempts`). A
+    /// page whose text is already stored under another URL makes its article a duplicate, which is removed.
+    async fn apply_pages(&self, group: Vec<(PageJob, Result<Extracted, PageFailure>)>, pass_hashes: &mut HashMap<String, i64>, r: &mut SourceReport) -> anyhow::Result<()> {
         let max_attempts = self.config.crawl.max_page_attempts as i64;
-        let results: Vec<_> = futures::stream::iter(pending.iter().map(|(_, url, _)| self.fetch_page(url, src)))
-            .buffered(self.config.crawl.concurrency.max(1))
-            .collect()
-            .await;
-        let ids: Vec<i64> = pending.iter().map(|p| p.0).collect();
-        let current = self.store.articles_by_ids(&ids).await?;
         let mut updates = Vec::new();
-        for ((id, url, attempts), result) in pending.into_iter().zip(results) {
-            r.pages_retried += 1;
-            let Some(cur) = current.iter().find(|a| a.id == id) else { continue };
-            updates.push(match result {
+        let mut oks = Vec::new();
+        for (job, result) in group {
+            if job.retry {
+                r.pages_retried += 1;
+            }
+            match result {
                 Ok(e) => {
-                    let (mut title, mut body, mut published) = (cur.title.clone(), cur.body.clone(), cur.published_at);
-                    apply_extracted(&mut title, &mut body, &mut published, &e);
-                    PageUpdate {
-                        id,
-                        content_hash: Some(content_hash(&title, &body)),
-                        title: Some(title),
-                        body: Some(body),
-                        published_at: published,
-                        extraction: Some(e.method.into()),
-                        charset: Some(e.charset.into()),
-                        page_status: "ok".into(),
-                        page_error: None,
-                        attempted: true,
+                    if !job.retry {
+                        r.pages_fetched += 1;
                     }
+                    let (mut title, mut body, mut published) = (job.title.clone(), job.body.clone(), job.published_at);
+                    apply_extracted(&mut title, &mut body, &mut published, &e);
+                    let hash = content_hash(&title, &body);
+                    oks.push((job, e, title, body, published, hash));
                 }
-                Err(PageFailure { message: error, attempted }) => {
-                    let attempts = attempts + i64::from(attempted);
-                    tracing::warn!(%url, %error, attempts, "page retry failed");
-                    PageUpdate {
-                        id,
+                Err(PageFailure { message: error, attempted, permanent }) => {
+                    if !job.retry {
+                        r.pages_failed += 1;
+                    }
+                    let attempts = job.attempts + i64::from(attempted);
+                    tracing::warn!(url = %job.url, %error, attempts, "page failed; feed text kept");
+                    updates.push(PageUpdate {
+                        id: job.id,
                         title: None,
                         body: None,
                         published_at: None,
                         content_hash: None,
                         extraction: None,
                         charset: None,
-                        page_status: if attempts < max_attempts { "pending".into() } else { "failed".into() },
+                        page_status: if attempts < max_attempts && !permanent { "pending".into() } else { "failed".into() },
                         page_error: Some(error),
                         attempted,
-                    }
+                    });
                 }
+            }
+        }
+        let hashes: Vec<String> = oks.iter().filter(|o| identifiable(&o.3)).map(|o| o.5.clone()).collect();
+        let mut owners: HashMap<String, Vec<i64>> = HashMap::new();
+        for (h, id) in self.store.hash_owners(&hashes).await? {
+            owners.entry(h).or_default().push(id);
+        }
+        let mut copies = Vec::new();
+        for (job, e, title, body, published, hash) in oks {
+            if identifiable(&body) {
+                let elsewhere = owners.get(&hash).is_some_and(|ids| ids.iter().any(|&id| id != job.id))
+                    || pass_hashes.get(&hash).is_some_and(|&id| id != job.id);
+                if elsewhere {
+                    tracing::debug!(url = %job.url, "page text already stored under another URL: duplicate");
+                    copies.push(job.id);
+                    if !job.retry {
+                        r.new = r.new.saturating_sub(1);
+                    }
+                    r.duplicate += 1;
+                    continue;
+                }
+                pass_hashes.insert(hash.clone(), job.id);
+            }
+            updates.push(PageUpdate {
+                id: job.id,
+                content_hash: Some(hash),
+                title: Some(title),
+                body: Some(body),
+                published_at: published,
+                extraction: Some(e.method.into()),
+                charset: Some(e.charset.into()),
+                page_status: "ok".into(),
+                page_error: None,
+                attempted: true,
             });
         }
+        self.store.delete_pending_articles(&copies).await?;
         self.store.update_pages(&updates).await?;
         Ok(())
     }
+
+    async fn fetch_page(&self, url: &str, src: &SourceConfig) -> Result<Extracted, PageFailure> {
+        let allow_private = src.allows_private_addresses(&self.config.crawl);
+        let page = match self.fetcher.fetch_page(url, allow_private).await {
+            Ok(Fetched::Body(p)) => p,
+            Ok(Fetched::NotModified) => return Err(PageFailure::attempted(format!("{url}: unexpected 304"))),
+            Err(e @ FetchError::HostBackoff { .. }) => {
+                return Err(PageFailure { message: e.to_string(), attempted: false, permanent: false })
+            }
+            Err(e @ FetchError::NonPublic { .. }) => {
+                return Err(PageFailure { message: e.to_string(), attempted: true, permanent: true })
+            }
+            Err(e) => return Err(PageFailure::attempted(e.to_string())),
+        };
+        let _slot = self.extract_slots.acquire().await.map_err(|e| PageFailure::attempted(e.to_string()))?;
+        let selectors = src.selectors.clone();
+        let final_url = page.final_url.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            extract(&page.body, page.content_type.as_deref(), &final_url, selectors.as_ref()).map_err(|e| e.to_string())
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map_err(PageFailure::attempted),
+            Err(e) if e.is_panic() => {
+                Err(PageFailure::attempted(format!("{url}: extraction panicked: {}", panic_message(e.into_panic().as_ref()))))
+            }
+            Err(e) => Err(PageFailure::attempted(format!("{url}: extraction did not finish: {e}"))),
+        }
+    }
 }
 
-/// Why an article page was not read, and whether the attempt counts toward `max_page_attempts` (it does not when
-/// the page was never requested because its host asked us to wait).
+/// Feed parsing, in one place so the parser's signature is adapted once.
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic without a message".into()
+    }
+}
+
+/// Why an article page was not read, whether the attempt counts toward `max_page_attempts` (it does not when
+/// the page was never requested because its host asked us to wait), and whether retrying is pointless.
 #[derive(Clone)]
 struct PageFailure {
     message: String,
     attempted: bool,
+    /// Will not change (a page on a refused address): the feed's text is final at once.
+    permanent: bool,
 }
 
 impl PageFailure {
     fn attempted(message: String) -> PageFailure {
-        PageFailure { message, attempted: true }
+        PageFailure { message, attempted: true, permanent: false }
     }
 }
 

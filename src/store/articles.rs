@@ -96,6 +96,46 @@ impl Store {
         self.existing_values("content_hash", hashes).await
     }
 
+    /// Stored articles holding any of these content hashes: (hash, id) pairs.
+    pub async fn hash_owners(&self, hashes: &[String]) -> Result<Vec<(String, i64)>> {
+        let mut out = Vec::new();
+        for chunk in hashes.chunks(IN_CHUNK) {
+            let sql = format!("SELECT content_hash, id FROM articles WHERE content_hash IN ({})", placeholders(1, chunk.len()));
+            let mut q = sqlx::query(&sql);
+            for v in chunk {
+                q = q.bind(v.as_str());
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                out.push((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes articles still waiting for their page (copies found once their page was read). Only pending rows
+    /// are touched: those are never embedded or analysed, so nothing else refers to them.
+    pub async fn delete_pending_articles(&self, ids: &[i64]) -> Result<u64> {
+        let mut n = 0;
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!("DELETE FROM articles WHERE page_status = 'pending' AND id IN ({})", placeholders(1, chunk.len()));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            n += q.execute(self.pool()).await?.rows_affected();
+        }
+        Ok(n)
+    }
+
+    /// How many articles of a source still wait for their page.
+    pub async fn count_pending_pages(&self, source_id: i64) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM articles WHERE page_status = 'pending' AND source_id = $1")
+            .bind(source_id)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
     async fn existing_values(&self, column: &str, values: &[String]) -> Result<HashSet<String>> {
         let mut found = HashSet::new();
         for chunk in values.chunks(IN_CHUNK) {

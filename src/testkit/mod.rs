@@ -10,3 +10,6 @@ pub mod webhook;
 
 pub use llm::{LlmReply, LlmServer};
 pub use webhook::{Reply, WebhookReceiver};
+pub mod hostile;
+
+pub use hostile::{Canned, HostileServer};
