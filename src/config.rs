@@ -153,8 +153,9 @@ pub struct CrawlConfig {
     pub source_time_budget: Duration,
 }
 
+/// Half the shipped crawl job's 10-minute timeout.
 fn default_source_time_budget() -> Duration {
-    Duration::from_secs(10 * 60)
+    Duration::from_secs(5 * 60)
 }
 
 fn default_user_agent() -> String {
