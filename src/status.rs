@@ -55,8 +55,7 @@ pub struct JobStatus {
     /// Unix ms of the next fire time (enabled scheduled jobs).
     pub next_run_at: Option<i64>,
     pub last_run_at: Option<i64>,
-    /// ok | failed | timeout | panicked | skipped | interrupted | running
-    pub last_outcome: Option<String>,
+    pub last_outcome: Option<crate::store::RunOutcome>,
     pub last_error: Option<String>,
     pub last_success_at: Option<i64>,
     pub runs: i64,
@@ -118,7 +117,7 @@ async fn jobs(app: &App, running: Option<Vec<JobSpec>>) -> anyhow::Result<(Vec<J
             timezone: Some(j.timezone.name().to_string()),
             next_run_at: if j.enabled { j.next_fires(now, 1).first().map(|t| t.timestamp_millis()) } else { None },
             last_run_at: h.as_ref().map(|h| h.last_run.started_at),
-            last_outcome: h.as_ref().map(|h| h.last_run.outcome.clone()),
+            last_outcome: h.as_ref().map(|h| h.last_run.outcome),
             last_error: h.as_ref().and_then(|h| h.last_run.error.clone()),
             last_success_at: h.as_ref().and_then(|h| h.last_success_at),
             runs: h.as_ref().map(|h| h.runs).unwrap_or(0),
@@ -136,7 +135,7 @@ async fn jobs(app: &App, running: Option<Vec<JobSpec>>) -> anyhow::Result<(Vec<J
             timezone: None,
             next_run_at: None,
             last_run_at: Some(h.last_run.started_at),
-            last_outcome: Some(h.last_run.outcome.clone()),
+            last_outcome: Some(h.last_run.outcome),
             last_error: h.last_run.error.clone(),
             last_success_at: h.last_success_at,
             runs: h.runs,
@@ -155,7 +154,7 @@ pub async fn collect(app: &App) -> anyhow::Result<Status> {
     Ok(Status {
         database: crate::store::redact(store.url()),
         articles: store.count_articles().await?,
-        pending_pages: store.scalar_i64("SELECT COUNT(*) FROM articles WHERE page_status = 'pending'").await?,
+        pending_pages: store.count_all_pending_pages().await?,
         sources: store.source_health(&names).await?,
         index: crate::index::summary(app).await.ok(),
         notifications: crate::notify::pending_summary(app).await.ok(),
@@ -226,7 +225,7 @@ pub fn print_human(s: &Status) {
         };
         println!("  {:<24} {:<8} {:<32} {:<34} {} runs", j.name, j.task, next, last, j.runs);
         if let (Some(e), Some(o)) = (&j.last_error, &j.last_outcome) {
-            if o != "ok" {
+            if *o != crate::store::RunOutcome::Ok {
                 println!("  {:<24} error: {e}", "");
             }
         }

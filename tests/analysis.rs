@@ -16,7 +16,7 @@ use newsd::analysis::{parse_time, run_analyze_with, AnalyzeOptions, AnalyzeRepor
 use newsd::config::{SourceConfig, TargetConfig};
 use newsd::notify::config::TargetKind;
 use newsd::notify::{Credentials, Dispatcher, TargetSecrets};
-use newsd::store::NewArticle;
+use newsd::store::{NewArticle, PageStatus};
 use newsd::testkit::{corpus, CorpusArticle, LlmReply, LlmServer, WebhookReceiver};
 use newsd::{App, Config};
 
@@ -82,7 +82,7 @@ async fn store_corpus(app: &App, articles: &[CorpusArticle]) -> HashMap<i64, i64
                     content_hash: format!("corpus-{}", a.id),
                     language: Some("en".into()),
                     extraction: "feed".into(),
-                    page_status: "none".into(),
+                    page_status: PageStatus::NoPage,
                     page_attempts: 0,
                     page_error: None,
                     charset: None,
@@ -254,6 +254,7 @@ async fn analysis_on_the_real_corpus_with_and_without_an_llm() {
         retry_backoff: Duration::from_millis(10),
         json_mode: true,
         seed: Some(1),
+        context_tokens: 8192,
     });
     let wide = |p: &mut ProfileConfig| {
         p.max_stories = 60;
@@ -376,10 +377,10 @@ async fn analysis_on_the_real_corpus_with_and_without_an_llm() {
     assert!(d2.text.contains("Since the previous analysis"));
 
     // --- Dry run: the prompt, no LLM call, nothing stored. ---
-    let before = app.store.scalar_i64("SELECT COUNT(*) FROM analyses").await.unwrap();
+    let before = count_analyses(&app).await;
     let dry = run_analyze_with(&app, &AnalyzeOptions { dry_run: true, ..opts("llm-good", "2017-02-08T00:00:00Z") }).await.unwrap();
     assert!(dry.analysis_id.is_none() && dry.prompt.is_some());
-    assert_eq!(app.store.scalar_i64("SELECT COUNT(*) FROM analyses").await.unwrap(), before);
+    assert_eq!(count_analyses(&app).await, before);
     assert!(llm.requests().is_empty(), "a dry run calls no LLM");
 
     // --- LLM: the prompt holds each story's articles and their similar earlier articles (title and date). ---
@@ -490,6 +491,7 @@ async fn real_llm_server_when_configured() {
         retry_backoff: Duration::from_secs(1),
         json_mode: true,
         seed: Some(42),
+        context_tokens: 8192,
     });
     c.analysis.profiles = vec![profile("real", |p| {
         p.max_stories = 2;
@@ -504,5 +506,105 @@ async fn real_llm_server_when_configured() {
     assert!(r.analysis_id.is_some());
     if r.mode != "llm" {
         assert!(r.llm_error.is_some(), "a built-in fallback says why the LLM answer was not used");
+    }
+}
+
+async fn count_analyses(app: &App) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM analyses").fetch_one(app.store.pool()).await.unwrap()
+}
+
+/// Issue 11: the corpus replayed as a morning brief (one feed per outlet, only the past stored and embedded),
+/// checked against labels we wrote by reading the days (article ids are the corpus' own):
+/// - 15 Mar 2017: the Fed raised rates (abcnews 2422, bbc 2457, tass 2462, dw 2476). It is market news and
+///   leads the brief, tagged with US rates going up, quoting the article that says so; a football result
+///   (bbc 2355, Leicester - Sevilla) is not market news.
+/// - 16 Mar 2017: the market reaction (dw 2570 "US dollar squeezed by cautious Fed", abcnews 2594 "Global stocks
+///   gain, US dollar weaker after Fed hike"): market news, continuing the 15 Mar story, whose articles are
+///   earlier coverage and never "historical analogues".
+/// Every brief has a lead of 3-5 lines, stays within its word budget, every tag cites an article of its story,
+/// and re-running an analysis time reproduces its brief.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn market_brief_replay_on_labelled_days() {
+    let history_from = parse_time("2017-03-01T00:00:00Z").unwrap();
+    let until = parse_time("2017-03-17T00:00:00Z").unwrap();
+    let articles: Vec<CorpusArticle> =
+        corpus_until(until).into_iter().filter(|a| a.published.unwrap().timestamp_millis() >= history_from).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config::default();
+    c.data_dir = dir.path().to_path_buf();
+    c.embed.threads = 2;
+    c.embed.max_tokens = Some(128);
+    c.analysis.profiles = vec![profile("morning", |_| {})];
+    let app = App::open(c).await.unwrap();
+    let ids = store_corpus(&app, &articles).await;
+    let e = newsd::embed::run_embed(&app).await.unwrap();
+    println!("embedded {} corpus articles (1-16 Mar 2017)", e.embedded);
+    let id = |corpus_id: i64| ids[&corpus_id];
+
+    let d1 = run_analyze_with(&app, &opts("morning", "2017-03-16T00:00:00Z")).await.unwrap();
+    println!("--- brief of 16 Mar 2017 00:00 UTC ({} words) ---\n{}", newsd::analysis::word_count(&d1.text), d1.text);
+    for s in &d1.doc.stories {
+        println!("{} rel {:.3} score {:.2} sources {} tags {:?} moves {:?}", s.rank, s.relevance, s.score, s.sources.len(), s.tags.iter().map(|t| &t.tag).collect::<Vec<_>>(), s.moves.iter().map(|m| (&m.tag, &m.direction, &m.sentence)).collect::<Vec<_>>());
+    }
+    check_brief(&d1);
+    let fed: Vec<i64> = [2422, 2457, 2462, 2476].into_iter().map(id).collect();
+    let top = &d1.doc.stories[0];
+    assert!(top.articles.iter().any(|a| fed.contains(&a.id)), "the rate decision leads: {:?}", top.headline);
+    let rates = top.tags.iter().find(|t| t.tag.contains("rates") && t.tag.contains("US")).unwrap_or_else(|| panic!("a US rates tag: {:?}", top.tags));
+    let up = top.moves.iter().find(|m| m.tag == rates.tag && m.direction == "up").unwrap_or_else(|| panic!("{:?}", top.moves));
+    assert!(fed.contains(&up.article_id));
+    assert!(up.sentence.to_lowercase().contains("rais") || up.sentence.to_lowercase().contains("hike"), "{up:?}");
+    if let Some(football) = story_of(&d1.doc, id(2355)) {
+        assert!(football.relevance < 0.2 && football.rank > top.rank, "{football:?}");
+    }
+    assert!(d1.doc.lead[0].contains(&top.headline), "{:?}", d1.doc.lead);
+
+    // Re-running the same analysis time gives the same brief.
+    let again = run_analyze_with(&app, &opts("morning", "2017-03-16T00:00:00Z")).await.unwrap();
+    assert_eq!(again.text, d1.text);
+    assert_eq!(again.doc.previous_analysis_id, d1.doc.previous_analysis_id);
+
+    let d2 = run_analyze_with(&app, &opts("morning", "2017-03-17T00:00:00Z")).await.unwrap();
+    println!("--- brief of 17 Mar 2017 00:00 UTC ({} words) ---\n{}", newsd::analysis::word_count(&d2.text), d2.text);
+    check_brief(&d2);
+    assert_eq!(d2.doc.previous_analysis_id, again.analysis_id, "the previous brief is the latest one before T");
+    let reaction = [2570, 2594].into_iter().map(id).collect::<Vec<_>>();
+    let story = d2.doc.stories.iter().find(|s| s.articles.iter().any(|a| reaction.contains(&a.id))).expect("the market reaction is listed");
+    assert!(story.relevance >= 0.35, "{story:?}");
+    assert!(story.tags.iter().any(|t| t.tag.contains("USD") || t.tag.contains("US ")), "{:?}", story.tags);
+    assert!(
+        matches!(story.status, StoryStatus::Update | StoryStatus::Continuing),
+        "the reaction continues the 15 Mar story: {:?}",
+        story.status
+    );
+    for s in &d2.doc.stories {
+        for h in &s.history {
+            assert!(!fed.contains(&h.article.id) || !s.articles.iter().any(|a| reaction.contains(&a.id)), "the same event is not its own analogue");
+        }
+    }
+}
+
+/// What every brief must hold.
+fn check_brief(r: &AnalyzeReport) {
+    let words = newsd::analysis::word_count(&r.text);
+    assert!(words <= 600, "{words} words");
+    assert!((3..=5).contains(&r.doc.lead.len()), "{:?}", r.doc.lead);
+    assert!(r.text.contains("What matters for markets"));
+    for s in &r.doc.stories {
+        let own: HashSet<i64> = s.articles.iter().map(|a| a.id).collect();
+        for t in &s.tags {
+            assert!(!t.evidence.is_empty(), "no tag without evidence: {t:?}");
+            assert!(t.evidence.iter().all(|(id, phrase)| own.contains(id) && !phrase.is_empty()), "{t:?}");
+        }
+        for m in &s.moves {
+            assert!(own.contains(&m.article_id) && !m.sentence.is_empty());
+        }
+        for h in &s.history {
+            assert!(h.article.published_at.unwrap() < r.doc.window_from);
+        }
+    }
+    for w in r.doc.stories.windows(2) {
+        // Market news first: a story below the market tier never ranks above one in it.
+        assert!(!(w[0].relevance < 0.349 && w[1].relevance > 0.351), "market news ranks first: {} / {}", w[0].headline, w[1].headline);
     }
 }

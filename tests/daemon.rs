@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use newsd::store::{JobRun, Store};
+use newsd::store::{JobRun, RunOutcome, Store};
 use newsd::testkit::{corpus, squash, CorpusArticle, NewsServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_newsd");
@@ -111,6 +111,11 @@ fn write_schedule(dir: &Path, file: &str, text: &str) {
 async fn open_store(dir: &Path) -> Store {
     let url = format!("sqlite://{}", dir.join("data/newsd.db").display());
     Store::open(&url, 2, Duration::from_secs(10)).await.unwrap()
+}
+
+/// One number from SQL (NULL reads as 0), through the store's pool.
+async fn scalar(store: &Store, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, Option<i64>>(sql).fetch_one(store.pool()).await.unwrap().unwrap_or(0)
 }
 
 async fn runs(store: &Store, job: &str) -> Vec<JobRun> {
@@ -338,7 +343,7 @@ async fn panics_timeouts_failures_overlap_and_missed_runs_are_recorded_and_the_d
     let long_ago = chrono::Utc::now().timestamp_millis() - 2 * 365 * 86_400_000;
     for name in ["yearly-run-once", "yearly-skip"] {
         let id = store.start_job_run(name, "_test_sleep", "schedule", Some(long_ago)).await.unwrap();
-        store.finish_job_run(id, "ok", None, None).await.unwrap();
+        store.finish_job_run(id, RunOutcome::Ok, None, None).await.unwrap();
     }
     let schedule = [
         job("panics", "* * * * * *", "_test_panic", ""),
@@ -441,7 +446,7 @@ async fn kill_9_mid_crawl_then_restart_loses_no_article_and_redoes_nothing() {
     write_config(dir, &[("aljazeera", server.url("/feeds/aljazeera"), true)], "");
     write_schedule(dir, "crawl.toml", &job("crawl", "* * * * * *", "crawl", "overlap = \"skip\""));
     let store = open_store(dir).await;
-    let pages_ok = || async { store.scalar_i64("SELECT COUNT(*) FROM articles WHERE page_status = 'ok'").await.unwrap() };
+    let pages_ok = || async { scalar(&store, "SELECT COUNT(*) FROM articles WHERE page_status = 'ok'").await };
     let mut daemon = Daemon::start(dir);
     let pages_at_first_look = wait_for("the first stored page", LIMIT, &mut daemon, || async {
         let n = pages_ok().await;
@@ -472,7 +477,7 @@ async fn kill_9_mid_crawl_then_restart_loses_no_article_and_redoes_nothing() {
     assert_eq!(killed.outcome, "interrupted", "{killed:?}");
     // Every article stored once; the crawls after the restart stored exactly what the killed one had not.
     assert_eq!(store.count_articles().await.unwrap(), 150);
-    let distinct = store.scalar_i64("SELECT COUNT(DISTINCT content_hash) FROM articles").await.unwrap();
+    let distinct = scalar(&store, "SELECT COUNT(DISTINCT content_hash) FROM articles").await;
     assert_eq!(distinct, 150);
     let new_after: i64 = history
         .iter()
@@ -480,7 +485,7 @@ async fn kill_9_mid_crawl_then_restart_loses_no_article_and_redoes_nothing() {
         .map(|r| r.counters.as_ref().unwrap()["totals"]["new"].as_i64().unwrap())
         .sum();
     assert_eq!(new_after, 150 - at_kill, "articles stored after the restart");
-    let bodies_ok = store.scalar_i64("SELECT COUNT(*) FROM articles WHERE page_status = 'ok'").await.unwrap();
+    let bodies_ok = scalar(&store, "SELECT COUNT(*) FROM articles WHERE page_status = 'ok'").await;
     assert_eq!(bodies_ok, 150, "every article has its full text");
     // Each article page was fetched successfully once: nothing re-done. (A page fetched by the killed run whose
     // batch was not yet committed is fetched again; those are the only repeats.)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use newsd::index::vector::SearchFilter;
 use newsd::config::{Config, SourceConfig};
 use newsd::embed::model::{Model, ModelSpec};
-use newsd::store::{NewArticle, Store};
+use newsd::store::{NewArticle, PageStatus, Store};
 use newsd::testkit::corpus;
 use newsd::App;
 
@@ -65,7 +65,7 @@ async fn insert_corpus(store: &Store, config: &Config, n: usize, step: usize, tw
                 content_hash: newsd::crawl::content_hash(&a.title, &a.text),
                 language: Some("en".into()),
                 extraction: "feed".into(),
-                page_status: "none".into(),
+                page_status: PageStatus::NoPage,
                 page_attempts: 0,
                 page_error: None,
                 charset: None,
@@ -158,7 +158,7 @@ async fn embed_is_incremental_persistent_and_recovers_from_bad_index_files() {
     // 60 articles; every 10th still waits for its page (its text will change): not embedded yet.
     let ids = insert_corpus(&app.store, &cfg, 60, 7, |i, a| {
         if i % 10 == 3 {
-            a.page_status = "pending".into();
+            a.page_status = PageStatus::Pending;
         }
     })
     .await;
@@ -584,7 +584,11 @@ async fn kill_9_loop_shorter_than_a_batch_keeps_each_lifes_vectors() {
     assert_eq!(report["embedded"].as_i64(), Some(ARTICLES as i64 - stored), "{report}");
     assert_eq!((report["pending"].as_i64(), report["index_size"].as_u64()), (Some(0), Some(ARTICLES as u64)), "{report}");
     assert_eq!(store.count_embeddings(&version).await.unwrap(), ARTICLES as i64);
-    let distinct = store.scalar_i64(&format!("SELECT COUNT(DISTINCT article_id) FROM embeddings WHERE model_version = '{version}'")).await.unwrap();
+    let distinct = sqlx::query_scalar::<_, i64>("SELECT COUNT(DISTINCT article_id) FROM embeddings WHERE model_version = $1")
+        .bind(version.as_str())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert_eq!(distinct, ARTICLES as i64, "one vector per article");
     let app = App::open(cfg.clone()).await.unwrap();
     let h = app.compute().await.unwrap();

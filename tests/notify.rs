@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use newsd::analysis::doc::{Analogue, AnalysisDoc, ArticleRef, Story, StoryStatus};
+use newsd::analysis::doc::{Analogue, AnalysisDoc, ArticleRef, Impact, Story, StoryStatus};
 use newsd::config::TargetConfig;
 use newsd::notify::config::TargetKind;
-use newsd::notify::{Credentials, DispatchReport, Dispatcher, TargetSecrets};
+use newsd::notify::{Credentials, DeliveryOutcome, DispatchReport, Dispatcher, TargetSecrets};
 use newsd::store::{now_ms, NewAnalysis};
 use newsd::testkit::{Reply, WebhookReceiver};
 use newsd::{App, Config};
@@ -37,6 +37,11 @@ fn creds(entries: &[(&str, String, Option<&str>)]) -> Credentials {
             None => s,
         })
     })
+}
+
+/// One count from SQL, through the app's pool.
+async fn count(app: &App, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(app.store.pool()).await.unwrap()
 }
 
 async fn app_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> App {
@@ -84,7 +89,12 @@ fn sample_doc(stories: usize) -> AnalysisDoc {
                 first_published: Some(t0 - 7_200_000),
                 last_published: Some(t0 - 3_600_000),
                 analysis: format!("Analysis of story {i}. ") + &"Markets moved on the news and analysts weighed in. ".repeat(12),
-                market_impact: Some("Bonds up, banks down.".into()),
+                market_impact: vec![Impact {
+                    asset: "Bonds".into(),
+                    direction: "up".into(),
+                    confidence: "low".into(),
+                    cited_ids: vec![(i * 10) as i64],
+                }],
                 history: vec![Analogue {
                     article: ArticleRef {
                         id: 1000 + i as i64,
@@ -97,6 +107,7 @@ fn sample_doc(stories: usize) -> AnalysisDoc {
                     note: None,
                 }],
                 score: 5.0,
+                ..Story::default()
             })
             .collect(),
         changes: vec!["3 new stories".into()],
@@ -104,6 +115,7 @@ fn sample_doc(stories: usize) -> AnalysisDoc {
         outlook: None,
         note: None,
         previous_analysis_id: None,
+        ..AnalysisDoc::default()
     }
 }
 
@@ -210,7 +222,7 @@ async fn retries_through_500_and_429_then_every_message_arrives_once_within_limi
     let mut saw_429 = 0;
     for (before, r) in &passes {
         for res in r.results.iter().filter(|x| x.http_status == Some(429)) {
-            assert_eq!(res.outcome, "retry");
+            assert_eq!(res.outcome, DeliveryOutcome::Retry);
             assert!(res.next_attempt_at.unwrap() >= before + 1000, "{res:?}");
             saw_429 += 1;
         }
@@ -339,11 +351,11 @@ async fn analysis_and_notifications_are_written_together_or_not_at_all() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
-    assert_eq!(app.store.scalar_i64("SELECT COUNT(*) FROM analyses").await.unwrap(), 0);
-    assert_eq!(app.store.scalar_i64("SELECT COUNT(*) FROM notifications").await.unwrap(), 0);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM analyses").await, 0);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM notifications").await, 0);
     store_analysis(&app, &doc, &["slack"]).await;
-    assert_eq!(app.store.scalar_i64("SELECT COUNT(*) FROM analyses").await.unwrap(), 1);
-    assert_eq!(app.store.scalar_i64("SELECT COUNT(*) FROM notifications").await.unwrap(), 1);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM analyses").await, 1);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM notifications").await, 1);
 }
 
 /// `kill -9` of the real binary after the receiver got a message and before the dispatcher marked it: the message
@@ -449,7 +461,7 @@ async fn retry_after_429s_do_not_use_up_attempts_and_every_message_arrives_once_
     let mut limited = 0;
     for (before, r) in &passes {
         for res in r.results.iter().filter(|x| x.http_status == Some(429)) {
-            assert_eq!(res.outcome, "retry");
+            assert_eq!(res.outcome, DeliveryOutcome::Retry);
             assert!(res.next_attempt_at.unwrap() >= before + 200, "Retry-After honoured: {res:?}");
             limited += 1;
         }

@@ -3,8 +3,8 @@
 //! the real FAISS index, searches, runs the built-in market analysis and delivers it to a real webhook receiver,
 //! every stage reading and writing a real PostgreSQL database (a fresh schema per run).
 //!
-//! Needs a server at `$NEWSD_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`); prints `SKIPPED`
-//! with the reason where none is reachable (a user's fresh machine).
+//! Needs a server at `$NEWSD_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`, trust auth): an
+//! unreachable server fails the test with the URL it tried and how to provide one (never a silent skip).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,12 +14,37 @@ use newsd::testkit::{corpus, squash, NewsServer, WebhookReceiver};
 
 const SECRET: &str = "pg-test-secret";
 
-fn newsd(config: &Path, args: &[&str]) -> serde_json::Value {
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Connects to the test server (`$NEWSD_TEST_POSTGRES`, else [`DEFAULT_PG`]); panics with what to do when it is not
+/// reachable. Returns the URL and an admin pool.
+async fn test_server() -> (String, sqlx::PgPool) {
+    let base = std::env::var("NEWSD_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_PG.into());
+    // One plain connection first: a pool retries a refused connection until its timeout and reports only that.
+    let error = match tokio::time::timeout(Duration::from_secs(10), <sqlx::PgConnection as sqlx::Connection>::connect(&base)).await {
+        Ok(Ok(probe)) => {
+            let _ = sqlx::Connection::close(probe).await;
+            return (base.clone(), sqlx::PgPool::connect(&base).await.unwrap());
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer within 10 s".to_string(),
+    };
+    panic!(
+        "PostgreSQL is not reachable at {} ({error}).\n\
+         This test needs a PostgreSQL server: start the local one (127.0.0.1:5432, trust auth for `postgres`, a \
+         database `test`; e.g. `pg_ctlcluster <version> main start && createdb -h 127.0.0.1 -U postgres test`), \
+         or set NEWSD_TEST_POSTGRES=postgres://USER@HOST:PORT/DB to use another server.",
+        newsd::store::redact(&base)
+    );
+}
+
+/// Runs the real binary; `hook` is the webhook URL handed to it in `NEWSD_PG_HOOK` (the child's environment only).
+fn newsd(config: &Path, hook: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_newsd"))
         .arg("--config")
         .arg(config)
         .args(args)
-        .env("NEWSD_PG_HOOK", std::env::var("NEWSD_PG_HOOK").unwrap())
+        .env("NEWSD_PG_HOOK", hook)
         .env("NEWSD_PG_SECRET", SECRET)
         .output()
         .expect("run newsd");
@@ -33,18 +58,7 @@ fn root() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crawl_embed_search_analyze_notify_on_postgres() {
-    let base = std::env::var("NEWSD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let admin = match tokio::time::timeout(Duration::from_secs(5), sqlx::PgPool::connect(&base)).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            eprintln!("SKIPPED crawl_embed_search_analyze_notify_on_postgres: no PostgreSQL reachable at {base}: {e}");
-            return;
-        }
-        Err(_) => {
-            eprintln!("SKIPPED crawl_embed_search_analyze_notify_on_postgres: connecting to PostgreSQL at {base} timed out");
-            return;
-        }
-    };
+    let (base, admin) = test_server().await;
     let schema = format!("newsd_pipeline_{}", rand::random::<u32>());
     sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
     let url = format!("{base}?options=-c%20search_path%3D{schema}");
@@ -67,8 +81,8 @@ async fn crawl_embed_search_analyze_notify_on_postgres() {
 
     let server = NewsServer::start(articles.clone()).await.unwrap();
     let rx = WebhookReceiver::start(SECRET).await.unwrap();
-    // SAFETY: only this test reads this variable.
-    unsafe { std::env::set_var("NEWSD_PG_HOOK", rx.url("pg")) };
+    let hook = rx.url("pg");
+    let newsd = |config: &Path, args: &[&str]| newsd(config, &hook, args);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("newsd.toml");
     let mut toml = format!(

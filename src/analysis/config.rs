@@ -9,7 +9,9 @@
 //! model = "qwen2.5-7b-instruct"
 //! api_key_env = "OPENAI_API_KEY"   # optional
 //! temperature = 0.2
-//! max_tokens = 1500
+//! max_tokens = 2048                # cap; the answer gets 250 + 180 tokens per story
+//! context_tokens = 8192            # the model's context: the prompt is trimmed to fit (4096 for small models)
+//! json_mode = true                 # strict JSON schema, falling back to json_object, then prompt only
 //! timeout = "120s"
 //! retries = 2                      # extra attempts after a failed call (backoff doubles from retry_backoff)
 //! retry_backoff = "2s"
@@ -18,7 +20,12 @@
 //! name = "markets"
 //! window = "24h"                   # or since_last_run = true (bounded by window)
 //! sources = []                     # empty: all sources
-//! keywords = []                    # empty: every article; else title/body must contain one (case-insensitive)
+//! keywords = []                    # empty: every article; else title/body must contain one (case-insensitive;
+//!                                  # whole words in Latin scripts, substrings in Hangul/CJK)
+//! relevance_weight = 1.0           # market relevance in the ranking (0: rank by sources, size, recency only)
+//! min_relevance = 0.0              # leave out stories less market-relevant than this (0..1)
+//! max_words = 600                  # the brief's length budget
+//! continuing_window = "7days"      # same-event coverage this far back is "continuing", not an analogue
 //! max_stories = 8
 //! similar_k = 5
 //! cluster_threshold = 0.6          # cosine (average link) to group articles into one story
@@ -43,6 +50,10 @@ pub struct AnalysisConfig {
     /// "default" profile over all sources when none is configured).
     #[serde(default)]
     pub default_profile: Option<String>,
+    /// Extra market lexicon files (TOML, relative to the config file), merged over the built-in lexicon
+    /// (src/analysis/market_lexicon.toml); a file with an error is refused at start with its file and line.
+    #[serde(default)]
+    pub lexicon: Vec<std::path::PathBuf>,
 }
 
 fn default_prompts_dir() -> std::path::PathBuf {
@@ -109,6 +120,30 @@ pub struct ProfileConfig {
     /// Notification targets (names from `[[notify.targets]]`).
     #[serde(default)]
     pub targets: Vec<String>,
+    /// How much market relevance (0..1, from the lexicon) counts in the ranking against source diversity, size
+    /// and recency (0: not at all).
+    #[serde(default = "default_relevance_weight")]
+    pub relevance_weight: f64,
+    /// Stories less market-relevant than this are left out (0: none are; e.g. 0.3 keeps only market news).
+    #[serde(default)]
+    pub min_relevance: f64,
+    /// Longest brief in words (the lead, then the stories; lower stories and detail are cut to fit).
+    #[serde(default = "default_max_words")]
+    pub max_words: usize,
+    /// Earlier articles of the same event within this span before the window are continuing coverage; older
+    /// similar articles, or ones about another event, can be historical analogues.
+    #[serde(default = "default_continuing", with = "humantime_serde")]
+    pub continuing_window: Duration,
+}
+
+fn default_relevance_weight() -> f64 {
+    1.0
+}
+fn default_max_words() -> usize {
+    600
+}
+fn default_continuing() -> Duration {
+    Duration::from_secs(7 * 86_400)
 }
 
 fn default_window() -> Duration {
@@ -166,8 +201,13 @@ pub struct LlmConfig {
     pub api_key_env: Option<String>,
     #[serde(default = "default_temperature")]
     pub temperature: f32,
+    /// Most answer tokens asked for: `max_tokens` is sized to the brief (250 + 180 per story) and capped here.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// The model's context window in tokens: the prompt is trimmed (fewer excerpt characters, history items,
+    /// articles, then stories) until prompt + answer + a retry's margin fit. 4096 works for small local models.
+    #[serde(default = "default_context_tokens")]
+    pub context_tokens: u32,
     #[serde(default = "default_llm_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Extra attempts after a failed call (network error, 5xx, 429).
@@ -175,7 +215,9 @@ pub struct LlmConfig {
     pub retries: u32,
     #[serde(default = "default_retry_backoff", with = "humantime_serde")]
     pub retry_backoff: Duration,
-    /// Ask for `response_format = {"type": "json_object"}` (OpenAI, llama.cpp and vLLM support it).
+    /// Constrain the answer: a strict JSON schema (`response_format` type `json_schema`), falling back to
+    /// `json_object`, then to the prompt alone, when the server answers HTTP 400 (remembered per endpoint).
+    /// false: never send a `response_format`.
     #[serde(default = "default_true")]
     pub json_mode: bool,
     /// Fixed sampling seed (reproducible answers where the server supports it).
@@ -190,7 +232,10 @@ fn default_temperature() -> f32 {
     0.2
 }
 fn default_max_tokens() -> u32 {
-    1500
+    2048
+}
+fn default_context_tokens() -> u32 {
+    8192
 }
 fn default_llm_timeout() -> Duration {
     Duration::from_secs(120)
@@ -200,6 +245,29 @@ fn default_retries() -> u32 {
 }
 fn default_retry_backoff() -> Duration {
     Duration::from_secs(2)
+}
+
+impl Default for LlmConfig {
+    /// A local llama.cpp server (`http://127.0.0.1:8080/v1`) with every other setting at its default.
+    fn default() -> Self {
+        toml::from_str("base_url = \"http://127.0.0.1:8080/v1\"").expect("minimal LLM config deserialises")
+    }
+}
+
+impl LlmConfig {
+    /// Checks of the values (the caller names the section): temperature, sizes, timeout.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return Err(("temperature", "analysis.llm.temperature must be in [0, 2]".into()));
+        }
+        if self.max_tokens == 0 || self.timeout.is_zero() {
+            return Err(("max_tokens", "analysis.llm.max_tokens and timeout must be more than 0".into()));
+        }
+        if self.context_tokens < 1024 {
+            return Err(("context_tokens", format!("analysis.llm.context_tokens must be at least 1024, not {}", self.context_tokens)));
+        }
+        Ok(())
+    }
 }
 
 impl AnalysisConfig {
@@ -234,6 +302,15 @@ impl AnalysisConfig {
                 if !(v > 0.0 && v <= 1.0) {
                     return Err((Some(what.into()), format!("analysis profile {:?}: {what} must be in (0, 1], not {v}", p.name)));
                 }
+            }
+            if !(0.0..=1.0).contains(&p.min_relevance) || !(0.0..=10.0).contains(&p.relevance_weight) {
+                return err(format!(
+                    "min_relevance must be in [0, 1] and relevance_weight in [0, 10] (not {} and {})",
+                    p.min_relevance, p.relevance_weight
+                ));
+            }
+            if p.max_words < 100 {
+                return err(format!("max_words must be at least 100, not {}", p.max_words));
             }
             if let Some(at) = &p.as_of {
                 if chrono::DateTime::parse_from_rfc3339(at).is_err() {
@@ -277,11 +354,13 @@ impl AnalysisConfig {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                 _ => return Err((Some("base_url".into()), format!("analysis.llm.base_url {:?} is not an http(s) URL", llm.base_url))),
             }
-            if !(0.0..=2.0).contains(&llm.temperature) {
-                return Err((Some("temperature".into()), "analysis.llm.temperature must be in [0, 2]".into()));
-            }
-            if llm.max_tokens == 0 || llm.timeout.is_zero() {
-                return Err((Some("max_tokens".into()), "analysis.llm.max_tokens and timeout must be more than 0".into()));
+            llm.check().map_err(|(key, message)| (Some(key.to_string()), message))?;
+        }
+        // The market lexicon files must load (their errors name the lexicon file and line).
+        if !self.lexicon.is_empty() {
+            let paths: Vec<std::path::PathBuf> = self.lexicon.iter().map(|p| config.resolve(p)).collect();
+            if let Err(e) = crate::analysis::market::Lexicon::load(&paths) {
+                return Err((Some("lexicon".into()), e.to_string()));
             }
         }
         Ok(())

@@ -10,21 +10,28 @@
 //! The analysis time ("now") is injectable: `AnalyzeOptions::as_of`, `newsd analyze --at`, or the profile's
 //! `as_of`, so the past can be replayed (the tests use the 2016-2017 corpus).
 
+mod brief;
 pub mod cluster;
 pub mod config;
 pub mod doc;
 pub mod llm;
+pub mod market;
+pub mod signals;
 pub mod templates;
+pub mod words;
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::compute::SearchFilter;
 use crate::store::{now_ms, ArticleRow, NewAnalysis};
 use config::ProfileConfig;
-use doc::{fmt_date, fmt_datetime, Analogue, AnalysisDoc, ArticleRef, Story, StoryStatus};
+use doc::{fmt_date, fmt_datetime, AnalysisDoc, ArticleRef, StoryStatus};
+
+pub use brief::{arrow, tag_line, word_count};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
@@ -109,18 +116,26 @@ pub fn resolve_profile(app: &App, name: Option<&str>) -> Result<ProfileConfig, A
 }
 
 /// A story before it is written up.
-struct Draft {
-    articles: Vec<ArticleRow>,
-    centroid: Vec<f32>,
+pub(crate) struct Draft {
+    pub(crate) articles: Vec<ArticleRow>,
+    pub(crate) centroid: Vec<f32>,
     /// Index (in `articles`) of the article closest to the centroid.
-    representative: usize,
-    sources: Vec<String>,
-    score: f64,
-    history: Vec<(ArticleRow, f32)>,
-    status: StoryStatus,
-    already_reported: Vec<i64>,
+    pub(crate) representative: usize,
+    pub(crate) sources: Vec<String>,
+    /// The story's most named entities (lower-cased), most frequent first.
+    pub(crate) entities: Vec<String>,
+    pub(crate) reading: market::MarketReading,
+    /// 2: market news; 1: general news; 0: non-market news (sports, celebrity, crime). Higher tiers rank first.
+    pub(crate) tier: u8,
+    pub(crate) score: f64,
+    /// Historical analogues: distinct earlier episodes.
+    pub(crate) analogues: Vec<(ArticleRow, f32)>,
+    /// Earlier coverage of this same event.
+    pub(crate) earlier: Vec<(ArticleRow, f32)>,
+    pub(crate) status: StoryStatus,
+    pub(crate) already_reported: Vec<i64>,
     /// Previous story (headline) this continues.
-    continues: Option<String>,
+    pub(crate) continues: Option<String>,
 }
 
 fn published(a: &ArticleRow) -> i64 {
@@ -188,14 +203,31 @@ struct PromptStory {
     single_source: bool,
     sources: Vec<String>,
     articles: Vec<PromptArticle>,
+    /// Historical analogues (distinct earlier episodes).
     history: Vec<PromptHistory>,
+    /// Earlier coverage of the same event.
+    earlier: Vec<PromptHistory>,
     already_reported: Vec<i64>,
+    /// Market tags found by the lexicon ("USD rates (up)"), with the relevance 0..1.
+    tags: Vec<String>,
+    relevance: String,
+}
+
+fn prompt_history(h: &doc::Analogue) -> PromptHistory {
+    PromptHistory {
+        id: h.article.id,
+        title: h.article.title.clone(),
+        source: h.article.source.clone(),
+        published: h.article.published_at.map(fmt_date).unwrap_or_default(),
+        score: format!("{:.2}", h.score),
+    }
 }
 
 fn render_prompt(
     template_name: &str,
     template: &str,
     profile: &ProfileConfig,
+    excerpt_chars: usize,
     doc: &AnalysisDoc,
     bodies: &HashMap<i64, String>,
     previous: Option<&AnalysisDoc>,
@@ -219,21 +251,21 @@ fn render_prompt(
                     source: a.source.clone(),
                     published: a.published_at.map(fmt_date).unwrap_or_default(),
                     url: a.url.clone(),
-                    excerpt: lead(bodies.get(&a.id).map(String::as_str).unwrap_or(""), profile.excerpt_chars),
+                    excerpt: lead(bodies.get(&a.id).map(String::as_str).unwrap_or(""), excerpt_chars),
                 })
                 .collect(),
-            history: s
-                .history
-                .iter()
-                .map(|h| PromptHistory {
-                    id: h.article.id,
-                    title: h.article.title.clone(),
-                    source: h.article.source.clone(),
-                    published: h.article.published_at.map(fmt_date).unwrap_or_default(),
-                    score: format!("{:.2}", h.score),
-                })
-                .collect(),
+            history: s.history.iter().map(prompt_history).collect(),
+            earlier: s.earlier_coverage.iter().map(prompt_history).collect(),
             already_reported: s.already_reported.clone(),
+            tags: s
+                .tags
+                .iter()
+                .map(|t| match s.moves.iter().find(|m| m.tag == t.tag) {
+                    Some(m) => format!("{} ({})", t.tag, m.direction),
+                    None => t.tag.clone(),
+                })
+                .collect(),
+            relevance: format!("{:.2}", s.relevance),
         })
         .collect();
     let previous = previous.map(|p| {
@@ -274,7 +306,6 @@ fn render_prompt(
 
 /// Runs an analysis with options (see `AnalyzeOptions`).
 pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Result<AnalyzeReport> {
-    let started = std::time::Instant::now();
     let profile = resolve_profile(app, opts.profile.as_deref())?;
     let as_of = match (opts.as_of, &profile.as_of) {
         (Some(t), _) => t,
@@ -282,8 +313,59 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
         (None, None) => now_ms(),
     };
     let span = tracing::info_span!("analyze", profile = %profile.name, as_of = %fmt_datetime(as_of));
-    let _enter = span.enter();
+    analyze(app, opts, profile, as_of).instrument(span).await
+}
+
+/// Articles' text scanned for entities (title and the start of the body: where news names its actors).
+fn entity_text(a: &ArticleRow) -> String {
+    let head: String = a.body.chars().take(2000).collect();
+    format!("{}\n{}", a.title, head)
+}
+
+/// Characters of an article's body that count for its market relevance.
+const LEDE_CHARS: usize = 1200;
+/// Most market tags listed per story.
+const MAX_TAGS: usize = 6;
+
+/// Keeps a story's defining market tags (named in a title or by two of its articles or more; at most
+/// `MAX_TAGS`), and per tag one stated direction: the one most of its sentences state (none on a tie), quoting
+/// the first sentence that states it.
+fn focus(reading: &mut market::MarketReading, members: &[ArticleRow]) {
+    let titles: Vec<String> = members.iter().map(|a| a.title.to_lowercase()).collect();
+    let in_title = |phrase: &str| {
+        let p = phrase.to_lowercase();
+        titles.iter().any(|t| words::contains_term(t, &p))
+    };
+    let single = members.len() == 1;
+    reading.tags.retain(|t| {
+        let articles: HashSet<i64> = t.evidence.iter().map(|e| e.article_id).collect();
+        single || articles.len() >= 2 || t.evidence.iter().any(|e| in_title(&e.phrase))
+    });
+    reading.tags.truncate(MAX_TAGS);
+    let mut moves = Vec::new();
+    for t in &reading.tags {
+        let of_tag: Vec<&market::Direction> = reading.directions.iter().filter(|d| d.tag == t.tag).collect();
+        let up = of_tag.iter().filter(|d| d.direction == market::Move::Up).count();
+        let down = of_tag.len() - up;
+        let want = match up.cmp(&down) {
+            std::cmp::Ordering::Greater => market::Move::Up,
+            std::cmp::Ordering::Less => market::Move::Down,
+            std::cmp::Ordering::Equal => continue,
+        };
+        if let Some(d) = of_tag.into_iter().find(|d| d.direction == want) {
+            moves.push(d.clone());
+        }
+    }
+    reading.directions = moves;
+}
+
+/// Relevance at which a story counts as market news (ranked above general news).
+const MARKET_TIER: f64 = 0.35;
+
+async fn analyze(app: &App, opts: &AnalyzeOptions, profile: ProfileConfig, as_of: i64) -> anyhow::Result<AnalyzeReport> {
+    let started = std::time::Instant::now();
     let window_ms = profile.window.as_millis() as i64;
+    // Strictly before `as_of` (store): re-running the same analysis time reproduces the brief.
     let previous_row = app.store.previous_analysis(&profile.name, as_of).await?;
     let previous: Option<AnalysisDoc> = previous_row.as_ref().and_then(|r| serde_json::from_str(&r.doc).ok());
     let window_from = match (&previous_row, profile.since_last_run) {
@@ -291,19 +373,27 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
         _ => as_of - window_ms,
     };
     let window_to = as_of;
+    let lexicon_paths: Vec<std::path::PathBuf> =
+        app.config.analysis.lexicon.iter().map(|p| app.config.resolve(p)).collect();
+    let lexicon = market::Lexicon::load(&lexicon_paths)?;
 
-    let mut articles =
-        app.store.articles_in_window(window_from, window_to, &profile.sources, profile.max_articles as i64).await?;
+    // One more than the cap tells whether the cap cut the window.
+    let mut articles = app
+        .store
+        .articles_in_window(window_from, window_to, &profile.sources, profile.max_articles as i64 + 1)
+        .await?;
+    let truncated = articles.len() > profile.max_articles;
+    articles.truncate(profile.max_articles);
     if !profile.keywords.is_empty() {
         let kws: Vec<String> = profile.keywords.iter().map(|k| k.to_lowercase()).collect();
         articles.retain(|a| {
             let t = a.title.to_lowercase();
             let b = a.body.to_lowercase();
-            kws.iter().any(|k| t.contains(k) || b.contains(k))
+            kws.iter().any(|k| words::contains_term(&t, k) || words::contains_term(&b, k))
         });
     }
     let window_articles = articles.len();
-    tracing::info!(articles = window_articles, from = %fmt_datetime(window_from), "window");
+    tracing::info!(articles = window_articles, truncated, from = %fmt_datetime(window_from), "window");
     let (template, template_hash) = templates::load(&app.config, &profile.template)?;
 
     let mut doc = AnalysisDoc {
@@ -322,6 +412,18 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
         outlook: None,
         note: None,
         previous_analysis_id: previous_row.as_ref().map(|r| r.id),
+        lead: Vec::new(),
+        truncated: truncated.then(|| {
+            format!(
+                "More than {} articles were published in the window; only the newest {} were read (raise the profile's max_articles).",
+                profile.max_articles, profile.max_articles
+            )
+        }),
+        trending: Vec::new(),
+        watch: Vec::new(),
+        lexicon_version: Some(lexicon.version()),
+        dropped_claims: Vec::new(),
+        response_format: None,
     };
     let mut bodies: HashMap<i64, String> = HashMap::new();
 
@@ -347,8 +449,15 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
                 vectors.insert(a.id, v);
             }
         }
+        // Grouping is CPU work (O(n^2) in the window): off the async runtime.
         let vecs: Vec<Vec<f32>> = articles.iter().map(|a| vectors[&a.id].clone()).collect();
-        let groups = cluster::average_link(&vecs, profile.cluster_threshold);
+        let entity_texts: Vec<String> = articles.iter().map(entity_text).collect();
+        let params = cluster::StoryParams::new(profile.cluster_threshold);
+        let (groups, vecs, ents) = tokio::task::spawn_blocking(move || {
+            let ents: Vec<Vec<String>> = entity_texts.iter().map(|t| words::entities(t)).collect();
+            (cluster::stories(&vecs, &ents, &params), vecs, ents)
+        })
+        .await?;
         tracing::info!(stories = groups.len(), threshold = profile.cluster_threshold, "clustered");
 
         let span_ms = (window_to - window_from).max(1) as f64;
@@ -357,8 +466,9 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
             .filter(|g| g.len() >= profile.min_story_articles)
             .map(|g| {
                 let centroid = cluster::centroid(&g.iter().map(|&i| vecs[i].as_slice()).collect::<Vec<_>>());
+                let entities = cluster::story_entities(&ents, &g, &params);
                 let mut members: Vec<ArticleRow> = g.iter().map(|&i| articles[i].clone()).collect();
-                members.sort_by_key(|a| std::cmp::Reverse(published(a)));
+                members.sort_by_key(|a| (std::cmp::Reverse(published(a)), a.id));
                 let representative = members
                     .iter()
                     .enumerate()
@@ -370,57 +480,95 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
                 let mut sources: Vec<String> = members.iter().map(|a| a.source.clone()).collect();
                 sources.sort();
                 sources.dedup();
+                let texts: Vec<market::ArticleText> =
+                    members.iter().map(|a| market::ArticleText { id: a.id, title: &a.title, body: &a.body }).collect();
+                let mut reading = lexicon.read(&texts);
+                // A story's relevance is its articles' mean: a big story collects incidental market words from
+                // many articles, which says nothing about how much it is about markets.
+                // Each article is judged by its title and lede, where news says what it is about; long
+                // articles mention many markets in passing.
+                let ledes: Vec<String> = members.iter().map(|a| a.body.chars().take(LEDE_CHARS).collect()).collect();
+                let per_article: Vec<market::MarketReading> = members
+                    .iter()
+                    .zip(&ledes)
+                    .map(|(a, lede)| lexicon.read(&[market::ArticleText { id: a.id, title: &a.title, body: lede }]))
+                    .collect();
+                focus(&mut reading, &members);
+                let n = per_article.len().max(1) as f64;
+                reading.relevance = per_article.iter().map(|r| r.relevance).sum::<f64>() / n;
+                reading.non_market = per_article.iter().map(|r| r.non_market).sum::<f64>() / n;
                 let newest = members.iter().map(published).max().unwrap_or(window_from);
                 let recency = ((newest - window_from) as f64 / span_ms).clamp(0.0, 1.0);
-                let score = 2.0 * sources.len() as f64 + (members.len() as f64).ln_1p() + 0.5 * recency;
+                let coverage = 2.0 * sources.len() as f64 + (members.len() as f64).ln_1p() + 0.5 * recency;
+                // Relevance multiplies coverage (up to 4x at weight 1): a rate decision from four outlets outranks
+                // an election from six; and with a weight, market news is a tier of its own.
+                let score = coverage * (1.0 + profile.relevance_weight * 3.0 * reading.relevance);
+                let tier = if profile.relevance_weight <= 0.0 {
+                    1
+                } else if reading.relevance >= MARKET_TIER {
+                    2
+                } else if reading.non_market > reading.relevance {
+                    0
+                } else {
+                    1
+                };
                 Draft {
                     articles: members,
                     centroid,
                     representative,
                     sources,
+                    entities,
+                    reading,
+                    tier,
                     score,
-                    history: Vec::new(),
+                    analogues: Vec::new(),
+                    earlier: Vec::new(),
                     status: StoryStatus::New,
                     already_reported: Vec::new(),
                     continues: None,
                 }
             })
+            .filter(|d| d.reading.relevance >= profile.min_relevance)
             .collect();
-        drafts.sort_by(|a, b| b.score.total_cmp(&a.score));
+        // Deterministic order: tier, score, then the representative's id.
+        drafts.sort_by(|a, b| {
+            b.tier
+                .cmp(&a.tier)
+                .then(b.score.total_cmp(&a.score))
+                .then(a.articles[a.representative].id.cmp(&b.articles[b.representative].id))
+        });
 
-        // Updates: stories overlapping (same articles, or a close centroid) a story of the previous analysis.
+        // Updates: a story of the previous brief shares articles with this one, or a close centroid and entities.
         let mut prev_matched: HashSet<usize> = HashSet::new();
         if let Some(prev) = &previous {
             let prev_ids: Vec<i64> = prev.stories.iter().flat_map(|s| s.articles.iter().map(|a| a.id)).collect();
             let prev_vecs = app.store.vectors(&prev_ids, &model_version).await?;
-            let prev_centroids: Vec<Option<Vec<f32>>> = prev
+            let prev_keys: Vec<(Vec<i64>, Option<Vec<f32>>)> = prev
                 .stories
                 .iter()
                 .map(|s| {
                     let vs: Vec<&[f32]> =
                         s.articles.iter().filter_map(|a| prev_vecs.get(&a.id).map(|v| v.as_slice())).collect();
-                    (!vs.is_empty()).then(|| cluster::centroid(&vs))
+                    (s.articles.iter().map(|a| a.id).collect(), (!vs.is_empty()).then(|| cluster::centroid(&vs)))
                 })
                 .collect();
+            let prev_stories: Vec<cluster::StoryKey> = prev
+                .stories
+                .iter()
+                .zip(&prev_keys)
+                .map(|(s, (ids, c))| cluster::StoryKey { articles: ids, centroid: c.as_deref(), entities: &s.entities })
+                .collect();
+            // A strong centroid match plus shared entities, or shared articles.
+            let strong = (profile.cluster_threshold + 0.1).min(0.95);
             for d in drafts.iter_mut() {
-                let mine: HashSet<i64> = d.articles.iter().map(|a| a.id).collect();
-                let mut best: Option<(usize, f32)> = None;
-                for (pi, ps) in prev.stories.iter().enumerate() {
-                    let overlap: Vec<i64> = ps.articles.iter().map(|a| a.id).filter(|id| mine.contains(id)).collect();
-                    let sim = prev_centroids[pi].as_ref().map(|c| cluster::dot(c, &d.centroid)).unwrap_or(0.0);
-                    if !overlap.is_empty() || sim >= profile.cluster_threshold {
-                        d.already_reported.extend(overlap);
-                        let s = if d.already_reported.is_empty() { sim } else { 2.0 };
-                        if best.is_none_or(|(_, b)| s > b) {
-                            best = Some((pi, s));
-                        }
-                    }
-                }
-                if let Some((pi, _)) = best {
+                let mine: Vec<i64> = d.articles.iter().map(|a| a.id).collect();
+                let key = cluster::StoryKey { articles: &mine, centroid: Some(&d.centroid), entities: &d.entities };
+                if let Some(pi) = cluster::best_previous_match(&key, &prev_stories, strong, 2) {
+                    let before: HashSet<i64> = prev.stories[pi].articles.iter().map(|a| a.id).collect();
+                    d.already_reported = mine.iter().copied().filter(|id| before.contains(id)).collect();
+                    d.already_reported.sort_unstable();
                     d.status = StoryStatus::Update;
                     d.continues = Some(prev.stories[pi].headline.clone());
-                    d.already_reported.sort_unstable();
-                    d.already_reported.dedup();
                     prev_matched.insert(pi);
                 }
             }
@@ -431,16 +579,20 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
         doc.continuing = continuing.iter().map(|d| d.articles[d.representative].title.clone()).collect();
         drafts.truncate(profile.max_stories);
 
-        // History: the most similar EARLIER articles (before the window), not the window's own, not near-duplicates.
+        // Earlier articles (before the window): the same event in the days before is continuing coverage; a
+        // distinct earlier episode of the same kind is a historical analogue (one per episode day).
         let window_ids: Vec<i64> = articles.iter().map(|a| a.id).collect();
+        let continuing_ms = profile.continuing_window.as_millis() as i64;
         for d in drafts.iter_mut() {
-            let fetch = profile.similar_k * 4 + 20;
+            let fetch = profile.similar_k * 6 + 20;
             let hits = compute.search(d.centroid.clone(), fetch, SearchFilter { exclude: window_ids.clone() }).await?;
             let hit_ids: Vec<i64> = hits.iter().map(|h| h.article_id).collect();
             let rows: HashMap<i64, ArticleRow> =
                 app.store.articles_by_ids(&hit_ids).await?.into_iter().map(|a| (a.id, a)).collect();
             let own_titles: HashSet<String> = d.articles.iter().map(|a| a.title.trim().to_lowercase()).collect();
+            let story_entities: HashSet<&str> = d.entities.iter().map(String::as_str).collect();
             let mut seen_titles = HashSet::new();
+            let mut analogue_days = HashSet::new();
             for h in hits {
                 let Some(a) = rows.get(&h.article_id) else { continue };
                 let t = a.title.trim().to_lowercase();
@@ -452,15 +604,30 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
                 {
                     continue;
                 }
-                d.history.push((a.clone(), h.score));
-                if d.history.len() >= profile.similar_k {
-                    break;
+                let age = window_from - published(a);
+                let shared = words::entities(&entity_text(a)).iter().filter(|e| story_entities.contains(e.as_str())).count();
+                // Within the continuing window an earlier article is this event's coverage (close and sharing a
+                // distinctive entity, or a little less close sharing two) or nothing: an analogue is an earlier
+                // episode, so older.
+                if age <= continuing_ms {
+                    let ct = profile.cluster_threshold;
+                    let same_event = (h.score >= ct && (shared >= 1 || h.score >= ct + 0.1))
+                        || (h.score >= ct - 0.1 && shared >= 2);
+                    if same_event && d.earlier.len() < profile.similar_k {
+                        d.earlier.push((a.clone(), h.score));
+                    }
+                } else if d.analogues.len() < profile.similar_k && analogue_days.insert(published(a).div_euclid(86_400_000)) {
+                    d.analogues.push((a.clone(), h.score));
                 }
             }
-            if d.status != StoryStatus::Update
-                && d.history.first().is_some_and(|(_, s)| *s >= profile.recurring_threshold)
-            {
-                d.status = StoryStatus::Recurring;
+            if d.status != StoryStatus::Update {
+                d.status = if !d.earlier.is_empty() {
+                    StoryStatus::Continuing
+                } else if d.analogues.first().is_some_and(|(_, s)| *s >= profile.recurring_threshold) {
+                    StoryStatus::Recurring
+                } else {
+                    StoryStatus::New
+                };
             }
         }
 
@@ -468,20 +635,49 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
             for a in &d.articles {
                 bodies.insert(a.id, a.body.clone());
             }
-            doc.stories.push(builtin_story(i + 1, d));
+            doc.stories.push(brief::story(i + 1, d));
         }
-        doc.summary = builtin_summary(&doc);
-        let _ = &prev_matched;
+
+        // Trending terms against the trailing week; upcoming dated events named by the stories' articles.
+        let baseline_from = window_from - 7 * 86_400_000;
+        let baseline = app.store.articles_in_window(baseline_from, window_from, &profile.sources, 5000).await?;
+        let head = |a: &ArticleRow| format!("{}\n{}", a.title, a.body.chars().take(600).collect::<String>());
+        let window_texts: Vec<(String, String)> = articles.iter().map(|a| (a.source.clone(), head(a))).collect();
+        let baseline_texts: Vec<(String, String)> = baseline.iter().map(|a| (a.source.clone(), head(a))).collect();
+        let window_days = (window_to - window_from) as f64 / 86_400_000.0;
+        let baseline_days = (window_from - baseline_from) as f64 / 86_400_000.0;
+        let story_articles: Vec<(i64, i64, String)> = drafts
+            .iter()
+            .flat_map(|d| d.articles.iter().map(|a| (a.id, published(a), format!("{}. {}", a.title, a.body))))
+            .collect();
+        let (trending, watch) = tokio::task::spawn_blocking(move || {
+            let w: Vec<(&str, &str)> = window_texts.iter().map(|(s, t)| (s.as_str(), t.as_str())).collect();
+            let b: Vec<(&str, &str)> = baseline_texts.iter().map(|(s, t)| (s.as_str(), t.as_str())).collect();
+            let trending = signals::trending(&w, window_days, &b, baseline_days, 6);
+            let mut watch: Vec<signals::Upcoming> =
+                story_articles.iter().flat_map(|(id, at, text)| signals::upcoming_events(*id, *at, text, as_of)).collect();
+            watch.sort_by(|a, b| a.date.cmp(&b.date).then(a.article_id.cmp(&b.article_id)));
+            let mut seen = HashSet::new();
+            watch.retain(|u| seen.insert((u.date, u.sentence.clone())));
+            watch.truncate(5);
+            (trending, watch)
+        })
+        .await?;
+        doc.trending = trending.into_iter().map(brief::trending).collect();
+        doc.watch = watch.into_iter().map(brief::watch).collect();
+
+        doc.summary = brief::summary(&doc);
         if let Some(prev) = &previous {
-            doc.changes = builtin_changes(&doc, prev, &prev_matched);
+            doc.changes = brief::changes(&doc, prev, &prev_matched);
         }
+        doc.lead = brief::lead_lines(&doc);
     }
     if doc.stories.is_empty() && !doc.nothing_significant {
         doc.nothing_significant = true;
         doc.summary = if doc.continuing.is_empty() {
-            format!("{} articles, but no story met the profile's criteria.", doc.window_articles)
+            format!("{}, but no story met the profile's criteria.", brief::count(doc.window_articles, "article", "articles"))
         } else {
-            format!("{} articles, all about stories already reported.", doc.window_articles)
+            format!("{}, all about stories already reported.", brief::count(doc.window_articles, "article", "articles"))
         };
     }
 
@@ -490,20 +686,61 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
     let mut prompt = None;
     let mut llm_error = None;
     if !doc.stories.is_empty() && (llm_cfg.is_some() || opts.dry_run) {
-        let p = render_prompt(&profile.template, &template, &profile, &doc, &bodies, previous.as_ref())?;
+        // The prompt as sent: trimmed (shorter excerpts, fewer earlier articles, articles, stories) until it fits
+        // the model's context with room for the answer.
+        let full = llm::Trim {
+            excerpt_chars: profile.excerpt_chars,
+            history_items: profile.similar_k,
+            articles_per_story: doc.stories.iter().map(|s| s.articles.len()).max().unwrap_or(1),
+            stories: doc.stories.len(),
+        };
+        let render = |t: &llm::Trim| -> Result<(String, String), AnalysisError> {
+            let p = render_prompt(&profile.template, &template, &profile, t.excerpt_chars, &trimmed(&doc, t), &bodies, previous.as_ref())?;
+            Ok((p.system, p.user))
+        };
+        let (p, trim, fits) = match &llm_cfg {
+            Some(cfg) => {
+                let f = llm::fit_prompt(cfg, full, render)?;
+                if !f.fits {
+                    tracing::warn!(prompt_tokens = f.prompt_tokens, context = cfg.context_tokens, "the prompt does not fit the model's context");
+                }
+                (RenderedPrompt { system: f.system, user: f.user }, f.trim, f.fits.then_some(()).ok_or(f.prompt_tokens))
+            }
+            None => {
+                let (system, user) = render(&full)?;
+                (RenderedPrompt { system, user }, full, Ok(()))
+            }
+        };
         if let (Some(cfg), false) = (&llm_cfg, opts.dry_run) {
-            match ask_llm(cfg, &p, &doc).await {
-                Ok((answer, model)) => {
-                    apply_answer(&mut doc, answer);
+            let sent = trimmed(&doc, &trim);
+            let inputs = story_inputs(&sent, &bodies, trim.excerpt_chars);
+            let outcome = match fits {
+                Ok(()) => llm::ask(cfg, &p.system, &p.user, doc.window_from, &inputs).await.map_err(|e| e.to_string()),
+                Err(tokens) => Err(format!(
+                    "the prompt needs about {tokens} tokens even trimmed: more than analysis.llm.context_tokens = {} allows",
+                    cfg.context_tokens
+                )),
+            };
+            match outcome {
+                Ok(o) => {
+                    apply_answer(&mut doc, o.answer);
                     doc.mode = "llm".into();
-                    doc.model = Some(model.unwrap_or_else(|| cfg.model.clone()));
+                    doc.model = Some(o.model.unwrap_or_else(|| cfg.model.clone()));
+                    doc.dropped_claims = o.dropped_claims;
+                    doc.response_format = Some(o.response_format.as_str().to_string());
+                    for (rank, ids) in o.citations {
+                        if let Some(s) = doc.stories.iter_mut().find(|s| s.rank == rank) {
+                            s.cited_ids = ids;
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "LLM analysis failed; using the built-in analysis");
                     doc.note = Some("The LLM analysis was not available; this is the built-in analysis.".into());
                     llm_error = Some(e.clone());
-                    let repeated = previous_row.as_ref().is_some_and(|r| r.llm_error.is_some());
-                    if repeated && !opts.dry_run {
+                    // The last analysis this profile ran (whatever its analysis time) also lost its LLM.
+                    let last = app.store.last_run_analysis(&profile.name).await?;
+                    if last.is_some_and(|r| r.llm_error.is_some()) {
                         let msg = format!("profile {:?}: LLM failed on two analyses in a row: {e}", profile.name);
                         // Keyed by profile: the error text varies from call to call.
                         crate::ops::alert_keyed(app, "llm_failure", &format!("llm_failure:{}", profile.name), &msg).await;
@@ -515,7 +752,7 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
     }
 
     let (message_template, _) = templates::load(&app.config, "message.j2")?;
-    let text = crate::notify::render::render_text(&doc, crate::notify::render::Format::Markdown, &message_template)?;
+    let text = brief::fit(&mut doc, &message_template, profile.max_words)?;
     let mut report = AnalyzeReport {
         analysis_id: None,
         profile: profile.name.clone(),
@@ -566,43 +803,71 @@ pub async fn run_analyze_with(app: &App, opts: &AnalyzeOptions) -> anyhow::Resul
     Ok(report)
 }
 
-async fn ask_llm(cfg: &config::LlmConfig, prompt: &RenderedPrompt, doc: &AnalysisDoc) -> Result<(llm::LlmAnswer, Option<String>), String> {
-    let client = llm::LlmClient::new(cfg).map_err(|e| e.to_string())?;
-    let grounding = llm::Grounding {
-        window_from: doc.window_from,
-        story_articles: doc.stories.iter().map(|s| (s.rank, s.articles.iter().map(|a| a.id).collect())).collect(),
-        story_history: doc
-            .stories
-            .iter()
-            .map(|s| (s.rank, s.history.iter().map(|h| (h.article.id, h.article.published_at)).collect()))
-            .collect(),
-    };
-    let first = client.chat(&prompt.system, &prompt.user).await.map_err(|e| e.to_string())?;
-    let problems = match llm::validate_answer(&first.content, &grounding) {
-        Ok(a) => return Ok((a, first.model)),
-        Err(p) => p,
-    };
-    tracing::warn!(%problems, "LLM answer invalid; asking once more");
-    let retry_user = format!(
-        "{}\n\nYour previous answer was rejected: {problems}.\nAnswer again with ONE JSON object in the required format, \
-         citing only the ids given above.",
-        prompt.user
-    );
-    let second = client.chat(&prompt.system, &retry_user).await.map_err(|e| e.to_string())?;
-    match llm::validate_answer(&second.content, &grounding) {
-        Ok(a) => Ok((a, second.model)),
-        Err(p) => Err(format!("invalid LLM answer twice: {p}")),
+/// The stories as the prompt shows them under a trim.
+fn trimmed(doc: &AnalysisDoc, t: &llm::Trim) -> AnalysisDoc {
+    let mut d = doc.clone();
+    d.stories.truncate(t.stories);
+    for s in &mut d.stories {
+        s.articles.truncate(t.articles_per_story);
+        s.history.truncate(t.history_items);
+        s.earlier_coverage.truncate(t.history_items);
     }
+    d
+}
+
+/// What the model was shown per story: the ids it may cite and the text each id stood for (grounding).
+fn story_inputs(doc: &AnalysisDoc, bodies: &HashMap<i64, String>, excerpt_chars: usize) -> Vec<llm::StoryInput> {
+    doc.stories
+        .iter()
+        .map(|s| {
+            let mut texts: Vec<(i64, String)> = s
+                .articles
+                .iter()
+                .map(|a| {
+                    let excerpt = lead(bodies.get(&a.id).map(String::as_str).unwrap_or(""), excerpt_chars);
+                    (a.id, format!("{}\n{}\n{}", a.title, a.source, excerpt))
+                })
+                .collect();
+            let earlier = s.history.iter().chain(&s.earlier_coverage);
+            texts.extend(earlier.clone().map(|h| (h.article.id, format!("{}\n{}", h.article.title, h.article.source))));
+            llm::StoryInput {
+                rank: s.rank,
+                article_ids: s.articles.iter().map(|a| a.id).collect(),
+                history_ids: earlier.map(|h| (h.article.id, h.article.published_at)).collect(),
+                texts,
+            }
+        })
+        .collect()
+}
+
+/// A unit enum's serde name ("up", "medium").
+fn serde_word<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// Puts the model's text into the structure (stories it did not cover keep the built-in text).
 fn apply_answer(doc: &mut AnalysisDoc, answer: llm::LlmAnswer) {
-    doc.summary = answer.summary.trim().to_string();
+    // Text emptied by grounding (every sentence unsupported) keeps the built-in text.
+    if !answer.summary.trim().is_empty() {
+        doc.summary = answer.summary.trim().to_string();
+    }
     doc.outlook = answer.outlook.filter(|o| !o.trim().is_empty());
     for s in answer.stories {
         let Some(story) = doc.stories.iter_mut().find(|x| x.rank == s.story) else { continue };
-        story.analysis = s.analysis.trim().to_string();
-        story.market_impact = s.market_impact.filter(|m| !m.trim().is_empty());
+        if !s.analysis.trim().is_empty() {
+            story.analysis = s.analysis.trim().to_string();
+        }
+        story.market_impact = s
+            .market_impact
+            .iter()
+            .map(|m| doc::Impact {
+                asset: m.asset.clone(),
+                direction: serde_word(&m.direction),
+                confidence: serde_word(&m.confidence),
+                cited_ids: m.cited_ids.clone(),
+            })
+            .collect();
+        story.cited_ids = s.cited_ids.clone();
         // Cited articles first.
         story.articles.sort_by_key(|a| !s.cited_ids.contains(&a.id));
         for an in s.analogues {
@@ -613,141 +878,6 @@ fn apply_answer(doc: &mut AnalysisDoc, answer: llm::LlmAnswer) {
         // Analogues the model picked first.
         story.history.sort_by_key(|h| h.note.is_none());
     }
-}
-
-fn builtin_story(rank: usize, d: &Draft) -> Story {
-    let rep = &d.articles[d.representative];
-    let first = d.articles.iter().map(published).min();
-    let last = d.articles.iter().map(published).max();
-    let single = d.sources.len() == 1;
-    let new_articles: Vec<&ArticleRow> = d.articles.iter().filter(|a| !d.already_reported.contains(&a.id)).collect();
-    let mut text = String::new();
-    text.push_str(&lead(&rep.body, 280));
-    text.push(' ');
-    if d.articles.len() == 1 {
-        text.push_str(&format!("Reported only by {} ({}).", rep.source, fmt_date(published(rep))));
-    } else {
-        let (f, l) = (first.map(fmt_date).unwrap_or_default(), last.map(fmt_date).unwrap_or_default());
-        text.push_str(&format!(
-            "{} articles from {} source{} ({}), {}.",
-            d.articles.len(),
-            d.sources.len(),
-            if single { "" } else { "s" },
-            d.sources.join(", "),
-            if f == l { format!("on {f}") } else { format!("{f} to {l}") }
-        ));
-    }
-    if single {
-        text.push_str(" Single source: not confirmed by other outlets yet.");
-    }
-    match d.status {
-        StoryStatus::Update => {
-            text.push_str(&format!(
-                " Update to a story already reported (\"{}\"): {} new article{}.",
-                d.continues.as_deref().unwrap_or(""),
-                new_articles.len(),
-                if new_articles.len() == 1 { "" } else { "s" }
-            ));
-        }
-        StoryStatus::Recurring => {
-            let (h, s) = &d.history[0];
-            let dates: Vec<String> = d.history.iter().filter_map(|(a, _)| a.published_at.map(fmt_date)).collect();
-            let mut dates_sorted = dates.clone();
-            dates_sorted.sort();
-            dates_sorted.dedup();
-            text.push_str(&format!(
-                " Recurring theme: similar coverage before, closest \"{}\" ({}, {}, similarity {:.2}); earlier occurrences on {}.",
-                h.title,
-                h.source,
-                fmt_date(published(h)),
-                s,
-                dates_sorted.join(", ")
-            ));
-        }
-        StoryStatus::New => match d.history.first() {
-            Some((h, s)) => text.push_str(&format!(
-                " New: nothing closely similar earlier (nearest: \"{}\", {}, similarity {:.2}).",
-                h.title,
-                fmt_date(published(h)),
-                s
-            )),
-            None => text.push_str(" New: nothing similar in the archive."),
-        },
-    }
-    // Updates list their new articles first.
-    let mut arts: Vec<&ArticleRow> = new_articles.clone();
-    arts.extend(d.articles.iter().filter(|a| d.already_reported.contains(&a.id)));
-    Story {
-        rank,
-        headline: rep.title.clone(),
-        status: d.status,
-        single_source: single,
-        sources: d.sources.clone(),
-        articles: arts.into_iter().map(article_ref).collect(),
-        already_reported: d.already_reported.clone(),
-        first_published: first,
-        last_published: last,
-        analysis: text,
-        market_impact: None,
-        history: d
-            .history
-            .iter()
-            .map(|(a, s)| Analogue { article: article_ref(a), score: (*s * 1000.0).round() / 1000.0, note: None })
-            .collect(),
-        score: (d.score * 1000.0).round() / 1000.0,
-    }
-}
-
-fn builtin_summary(doc: &AnalysisDoc) -> String {
-    let n = doc.stories.len();
-    let count = |st: StoryStatus| doc.stories.iter().filter(|s| s.status == st).count();
-    let multi = doc.stories.iter().filter(|s| !s.single_source).count();
-    let mut s = format!(
-        "{} articles in the window; the top {} stor{} ({} new, {} recurring, {} update{}; {} covered by several outlets).",
-        doc.window_articles,
-        n,
-        if n == 1 { "y" } else { "ies" },
-        count(StoryStatus::New),
-        count(StoryStatus::Recurring),
-        count(StoryStatus::Update),
-        if count(StoryStatus::Update) == 1 { "" } else { "s" },
-        multi
-    );
-    if let Some(top) = doc.stories.first() {
-        s.push_str(&format!(" Leading: \"{}\" ({} sources).", top.headline, top.sources.len()));
-    }
-    s
-}
-
-fn builtin_changes(doc: &AnalysisDoc, prev: &AnalysisDoc, matched: &HashSet<usize>) -> Vec<String> {
-    let mut out = Vec::new();
-    out.push(format!(
-        "{} articles in this window against {} in the previous one ({}).",
-        doc.window_articles,
-        prev.window_articles,
-        fmt_datetime(prev.as_of)
-    ));
-    let fresh: Vec<&str> =
-        doc.stories.iter().filter(|s| s.status != StoryStatus::Update).map(|s| s.headline.as_str()).collect();
-    if !fresh.is_empty() {
-        out.push(format!("New since then: {}.", fresh.join("; ")));
-    }
-    let updates: Vec<&str> =
-        doc.stories.iter().filter(|s| s.status == StoryStatus::Update).map(|s| s.headline.as_str()).collect();
-    if !updates.is_empty() {
-        out.push(format!("Developing: {}.", updates.join("; ")));
-    }
-    let faded: Vec<&str> = prev
-        .stories
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !matched.contains(i))
-        .map(|(_, s)| s.headline.as_str())
-        .collect();
-    if !faded.is_empty() {
-        out.push(format!("No longer in the news: {}.", faded.join("; ")));
-    }
-    out
 }
 
 #[cfg(test)]

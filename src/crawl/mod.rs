@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::config::{Config, SourceConfig};
-use crate::store::{now_ms, ArticleRow, FetchOutcome, NewArticle, PageUpdate, SourceState, Store};
+use crate::store::{now_ms, ArticleRow, FetchOutcome, NewArticle, PageStatus, PageUpdate, SourceState, Store};
 pub use extract::{extract, Extracted};
 pub use fetch::{FetchError, Fetched, Fetcher, Target, Validators};
 
@@ -387,7 +387,7 @@ impl Crawler {
                     content_hash: content_hash(&item.title, &item.text),
                     language: language.clone(),
                     extraction: "feed".into(),
-                    page_status: if src.full_text { "pending".into() } else { "none".into() },
+                    page_status: if src.full_text { PageStatus::Pending } else { PageStatus::NoPage },
                     page_attempts: 0,
                     page_error: None,
                     charset: None,
@@ -507,7 +507,7 @@ impl Crawler {
                         content_hash: None,
                         extraction: None,
                         charset: None,
-                        page_status: if attempts < max_attempts && !permanent { "pending".into() } else { "failed".into() },
+                        page_status: if attempts < max_attempts && !permanent { PageStatus::Pending } else { PageStatus::Failed },
                         page_error: Some(error),
                         attempted,
                     });
@@ -543,7 +543,7 @@ impl Crawler {
                 published_at: published,
                 extraction: Some(e.method.into()),
                 charset: Some(e.charset.into()),
-                page_status: "ok".into(),
+                page_status: PageStatus::Ok,
                 page_error: None,
                 attempted: true,
             });

@@ -44,21 +44,8 @@ impl FiredBy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "snake_case")]
-pub enum Outcome {
-    Ok,
-    Failed,
-    Timeout,
-    Panicked,
-    Skipped,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
+/// How a run ended: the store's `job_runs.outcome`.
+pub use crate::store::RunOutcome as Outcome;
 
 struct Fire {
     spec: Arc<JobSpec>,
@@ -201,7 +188,7 @@ impl Executor {
         if let Err(e) = self.app.store.record_skipped_run(&spec.name, spec.task.name(), fire.fired_by.as_str(), at, reason).await {
             tracing::warn!(job = %spec.name, error = %e, "recording a skipped run");
         }
-        metrics().job_runs.get_or_create(&labels(&[("job", &spec.name), ("task", spec.task.name()), ("outcome", "skipped")])).inc();
+        metrics().job_runs.get_or_create(&labels(&[("job", &spec.name), ("task", spec.task.name()), ("outcome", Outcome::Skipped.as_str())])).inc();
     }
 
     /// One run, start to history row. Never panics, never returns an error: everything is recorded.
@@ -295,7 +282,7 @@ impl Executor {
             _ => tracing::error!(job = %spec.name, outcome = outcome.as_str(), seconds = secs, error = error.as_deref().unwrap_or(""), "job did not finish normally"),
         }
         if let Some(id) = row {
-            if let Err(e) = self.app.store.finish_job_run(id, outcome.as_str(), counters.as_ref(), error.as_deref()).await {
+            if let Err(e) = self.app.store.finish_job_run(id, outcome, counters.as_ref(), error.as_deref()).await {
                 tracing::error!(job = %spec.name, error = %e, "recording the end of a run");
             }
             self.lock().active_rows.remove(&id);

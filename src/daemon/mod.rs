@@ -62,10 +62,10 @@ impl Daemon {
             Err(errors) => {
                 let error = errors.to_string();
                 tracing::error!(trigger = fired_by, "schedule edit refused; the previous schedule keeps running:\n{error}");
-                if let Err(e) = self.app.store.record_reload(fired_by, "refused", &error).await {
+                if let Err(e) = self.app.store.record_reload(fired_by, crate::store::ReloadStatus::Refused, &error).await {
                     tracing::warn!(error = %e, "recording a reload event");
                 }
-                m.reloads.get_or_create(&metrics::labels(&[("outcome", "refused")])).inc();
+                m.reloads.get_or_create(&metrics::labels(&[("outcome", crate::store::ReloadStatus::Refused.as_str())])).inc();
                 crate::ops::alert(&self.app, "schedule_refused", &format!("schedule edit refused (previous schedule kept): {error}")).await;
                 ReloadOutcome::Refused { error }
             }
@@ -79,7 +79,7 @@ impl Daemon {
                     ApplyOutcome::Applied { .. } => tracing::info!(trigger = fired_by, jobs, enabled, "schedule applied: {detail}"),
                     _ => tracing::error!(trigger = fired_by, jobs, enabled, outcome = kind, "schedule not fully applied: {detail}"),
                 }
-                if let Err(e) = self.app.store.record_reload(fired_by, kind, &detail).await {
+                if let Err(e) = self.app.store.record_reload(fired_by, outcome.status(), &detail).await {
                     tracing::warn!(error = %e, "recording a reload event");
                 }
                 m.reloads.get_or_create(&metrics::labels(&[("outcome", kind)])).inc();

@@ -57,7 +57,7 @@ use crate::analysis::doc::AnalysisDoc;
 use crate::app::App;
 use crate::notify::config::{TargetConfig, TargetKind};
 use crate::notify::render::Format;
-use crate::store::{now_ms, NewNotification, NotificationRow};
+use crate::store::{now_ms, NewNotification, NotificationRow, NotificationStatus};
 
 pub use config::NotifyConfig;
 pub use credentials::{Credentials, TargetSecrets};
@@ -106,11 +106,28 @@ pub struct DeliveryResult {
     pub target: String,
     pub idempotency_key: String,
     pub attempt: i64,
-    /// delivered | retry | dead
-    pub outcome: String,
+    pub outcome: DeliveryOutcome,
     pub http_status: Option<u16>,
     pub error: Option<String>,
     pub next_attempt_at: Option<i64>,
+}
+
+/// What one delivery attempt ended with (reports and the `newsd_notifications` metric's `outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::Display, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// Failed; tried again later.
+    Retry,
+    /// Dead-lettered.
+    Dead,
+}
+
+impl DeliveryOutcome {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// `sha256=<hex>` of HMAC-SHA256(secret, timestamp + "." + body).
@@ -418,7 +435,7 @@ impl Dispatcher {
                     target: row.target.clone(),
                     idempotency_key: row.idempotency_key.clone(),
                     attempt: row.attempts,
-                    outcome: "dead".into(),
+                    outcome: DeliveryOutcome::Dead,
                     http_status: None,
                     error: Some(err.clone()),
                     next_attempt_at: None,
@@ -481,7 +498,7 @@ impl Dispatcher {
                 target: row.target.clone(),
                 idempotency_key: row.idempotency_key.clone(),
                 attempt,
-                outcome: String::new(),
+                outcome: DeliveryOutcome::Retry, // set by every arm below
                 http_status: None,
                 error: None,
                 next_attempt_at: None,
@@ -493,14 +510,14 @@ impl Dispatcher {
                     tracing::info!(id = row.id, target = %row.target, status, key = %row.idempotency_key, "delivered");
                     report.delivered += 1;
                     answering.insert(row.target.clone());
-                    result.outcome = "delivered".into();
+                    result.outcome = DeliveryOutcome::Delivered;
                     result.http_status = Some(status);
                 }
                 Sent::Permanent { status, error } => {
                     app.store.mark_dead(row.id, &error, Some(status as i64)).await?;
                     tracing::warn!(id = row.id, target = %row.target, status, %error, "permanent failure: dead-lettered");
                     blocked.insert(row.target.clone());
-                    result.outcome = "dead".into();
+                    result.outcome = DeliveryOutcome::Dead;
                     result.http_status = Some(status);
                     result.error = Some(error.clone());
                     dead = Some((Some(status), error));
@@ -513,7 +530,7 @@ impl Dispatcher {
                     if counted && attempt >= cfg.max_attempts as i64 {
                         app.store.mark_dead(row.id, &error, status.map(|s| s as i64)).await?;
                         tracing::warn!(id = row.id, target = %row.target, %error, attempt, "failed: dead-lettered");
-                        result.outcome = "dead".into();
+                        result.outcome = DeliveryOutcome::Dead;
                         dead = Some((status, error));
                     } else {
                         let delay = match after {
@@ -529,7 +546,7 @@ impl Dispatcher {
                             result.attempt = row.attempts;
                         }
                         report.retried += 1;
-                        result.outcome = "retry".into();
+                        result.outcome = DeliveryOutcome::Retry;
                         result.next_attempt_at = Some(next);
                     }
                 }
@@ -548,7 +565,7 @@ impl Dispatcher {
             }
             crate::metrics::global()
                 .notifications
-                .get_or_create(&crate::metrics::labels(&[("target", &result.target), ("outcome", &result.outcome)]))
+                .get_or_create(&crate::metrics::labels(&[("target", &result.target), ("outcome", result.outcome.as_str())]))
                 .inc();
             report.results.push(result);
         }
@@ -625,7 +642,7 @@ pub async fn send_test_with(app: &App, creds: &Credentials, target_name: &str) -
         parts: 1,
         idempotency_key: format!("{key}-{}-1of1", target.name),
         payload: body.to_string(),
-        status: "pending".into(),
+        status: NotificationStatus::Pending,
         attempts: 0,
         next_attempt_at: 0,
         last_error: None,
@@ -678,7 +695,7 @@ mod tests {
             parts: 1,
             idempotency_key: "k".into(),
             payload: "{}".into(),
-            status: "pending".into(),
+            status: NotificationStatus::Pending,
             attempts,
             next_attempt_at: 0,
             last_error: last_error.map(str::to_string),

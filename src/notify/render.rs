@@ -90,6 +90,10 @@ pub fn render_text(doc: &AnalysisDoc, format: Format, template: &str) -> anyhow:
     env.add_function("date", |ms: Option<i64>| ms.map(fmt_date).unwrap_or_else(|| "undated".into()));
     env.add_function("datetime", |ms: Option<i64>| ms.map(fmt_datetime).unwrap_or_else(|| "undated".into()));
     env.add_filter("pct", |x: f64| format!("{:.0}%", x * 100.0));
+    env.add_function("arrow", |direction: String| crate::analysis::arrow(&direction));
+    env.add_function("tags", |story: minijinja::value::ViaDeserialize<crate::analysis::doc::Story>, n: usize| {
+        crate::analysis::tag_line(&story, n)
+    });
     let tmpl = env.template_from_str(template)?;
     let text = tmpl.render(minijinja::context! { doc => doc, format => f.as_str() })?;
     Ok(tidy(&text))
@@ -323,7 +327,8 @@ mod tests {
             "stories": [
                 {"rank": 1, "headline": "Kabul blast", "status": "recurring", "single_source": false,
                  "sources": ["aljazeera", "cnn"], "already_reported": [], "first_published": 1486425600000i64,
-                 "last_published": 1486425600000i64, "analysis": "Twenty dead.", "market_impact": null, "score": 4.0,
+                 "last_published": 1486425600000i64, "analysis": "Twenty dead.", "score": 4.0,
+                 "market_impact": [{"asset": "Oil", "direction": "up", "confidence": "medium", "cited_ids": [1]}],
                  "articles": [{"id": 1, "title": "Blast", "source": "cnn", "url": "http://x/1", "published_at": 1486425600000i64},
                               {"id": 2, "title": "Blast 2", "source": "aljazeera", "url": "http://x/2", "published_at": 1486425600000i64}],
                  "history": [{"article": {"id": 9, "title": "Earlier blast", "source": "bbc", "url": "http://x/9", "published_at": 1481500000000i64}, "score": 0.7, "note": null}]},
@@ -344,12 +349,15 @@ mod tests {
         let text = render_text(&two_story_doc(), Format::Markdown, DEFAULT_MESSAGE_TEMPLATE).unwrap();
         println!("{text}");
         let paras: Vec<&str> = text.split("\n\n").collect();
-        assert!(paras[0].starts_with("**Market analysis · markets**\n2017-02-07 00:00 UTC → 2017-02-08 00:00 UTC"), "{text}");
-        assert!(paras.iter().any(|p| p.starts_with("1. **Kabul blast** — recurring · 2 articles from aljazeera, cnn")), "{text}");
+        assert!(paras[0].starts_with("**Market brief · markets**\n2017-02-07 00:00 UTC → 2017-02-08 00:00 UTC"), "{text}");
+        assert!(paras.iter().any(|p| p.starts_with("1. **Kabul blast** · 2 sources\n")), "{text}");
         assert!(text.contains("• [Blast](http://x/1) (cnn, 2017-02-07)"), "{text}");
-        assert!(text.contains("Earlier: [Earlier blast](http://x/9) (2016-12-11)"), "{text}");
+        assert!(text.contains("Analogue: [Earlier blast](http://x/9) (2016-12-11, similarity 0.7"), "{text}");
+        assert!(text.contains("No close analogue."), "the second story has none: {text}");
         assert!(text.contains("single source, unconfirmed"), "{text}");
         assert!(text.contains("Still developing, nothing new: Old story"), "{text}");
+        assert!(text.contains("Impact: Oil ↑ (medium)"), "{text}");
+        assert!(text.contains("**Since the previous brief**"), "{text}");
         assert!(text.contains("• 1 new story"), "{text}");
     }
 }

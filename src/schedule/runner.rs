@@ -18,6 +18,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use uuid::Uuid;
 
 use super::{diff, JobSpec, ScheduleDiff, ScheduleSet};
+use crate::store::ReloadStatus;
 
 /// Called on every cron tick with the job and the tick time.
 pub type FireFn = Arc<dyn Fn(Arc<JobSpec>, DateTime<Utc>) + Send + Sync>;
@@ -57,13 +58,18 @@ impl ApplyOutcome {
         }
     }
 
-    /// `applied` | `partial` | `rolled_back` (as recorded in reload events and metrics).
-    pub fn as_str(&self) -> &'static str {
+    /// `applied` | `partial` | `rolled_back`, as recorded in reload events.
+    pub fn status(&self) -> ReloadStatus {
         match self {
-            ApplyOutcome::Applied { .. } => "applied",
-            ApplyOutcome::Partial { .. } => "partial",
-            ApplyOutcome::RolledBack { .. } => "rolled_back",
+            ApplyOutcome::Applied { .. } => ReloadStatus::Applied,
+            ApplyOutcome::Partial { .. } => ReloadStatus::Partial,
+            ApplyOutcome::RolledBack { .. } => ReloadStatus::RolledBack,
         }
+    }
+
+    /// The status's string (metrics labels, logs).
+    pub fn as_str(&self) -> &'static str {
+        self.status().as_str()
     }
 }
 

@@ -2,9 +2,10 @@
 //! the dispatcher claims due rows (a lease in `next_attempt_at`), sends, then marks them delivered / retried / dead.
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 
-use super::{Result, Store};
+use super::{NotificationStatus, Result, Store};
 
 /// An analysis about to be stored.
 #[derive(Debug, Clone)]
@@ -59,7 +60,7 @@ pub struct NewNotification {
     pub payload: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct NotificationRow {
     pub id: i64,
     pub analysis_id: Option<i64>,
@@ -70,7 +71,7 @@ pub struct NotificationRow {
     pub parts: i64,
     pub idempotency_key: String,
     pub payload: String,
-    pub status: String,
+    pub status: NotificationStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
@@ -91,47 +92,29 @@ const ANALYSIS_COLUMNS: &str = "id, profile, created_at, as_of, window_from, win
 const NOTIFICATION_COLUMNS: &str = "id, analysis_id, category, target, kind, part, parts, idempotency_key, payload, \
      status, attempts, next_attempt_at, last_error, last_status, created_at, delivered_at";
 
-fn analysis_from_row(row: &sqlx::any::AnyRow) -> Result<AnalysisRow> {
-    let ids: String = row.try_get("article_ids")?;
-    Ok(AnalysisRow {
-        id: row.try_get("id")?,
-        profile: row.try_get("profile")?,
-        created_at: row.try_get("created_at")?,
-        as_of: row.try_get("as_of")?,
-        window_from: row.try_get("window_from")?,
-        window_to: row.try_get("window_to")?,
-        mode: row.try_get("mode")?,
-        model: row.try_get("model")?,
-        template: row.try_get("template")?,
-        template_hash: row.try_get("template_hash")?,
-        prompt: row.try_get("prompt")?,
-        llm_error: row.try_get("llm_error")?,
-        doc: row.try_get("doc")?,
-        text: row.try_get("text")?,
-        article_ids: serde_json::from_str(&ids).unwrap_or_default(),
-        stories: row.try_get("stories")?,
-    })
-}
-
-fn notification_from_row(row: &sqlx::any::AnyRow) -> Result<NotificationRow> {
-    Ok(NotificationRow {
-        id: row.try_get("id")?,
-        analysis_id: row.try_get("analysis_id")?,
-        category: row.try_get("category")?,
-        target: row.try_get("target")?,
-        kind: row.try_get("kind")?,
-        part: row.try_get("part")?,
-        parts: row.try_get("parts")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        payload: row.try_get("payload")?,
-        status: row.try_get("status")?,
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        last_error: row.try_get("last_error")?,
-        last_status: row.try_get("last_status")?,
-        created_at: row.try_get("created_at")?,
-        delivered_at: row.try_get("delivered_at")?,
-    })
+/// The columns map one to one except `article_ids`, stored as a JSON list (read as empty if it is not one), which
+/// the `Any` driver cannot decode as JSON: hence a hand-written impl, not the derive.
+impl<'r> FromRow<'r, AnyRow> for AnalysisRow {
+    fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
+        Ok(AnalysisRow {
+            id: row.try_get("id")?,
+            profile: row.try_get("profile")?,
+            created_at: row.try_get("created_at")?,
+            as_of: row.try_get("as_of")?,
+            window_from: row.try_get("window_from")?,
+            window_to: row.try_get("window_to")?,
+            mode: row.try_get("mode")?,
+            model: row.try_get("model")?,
+            template: row.try_get("template")?,
+            template_hash: row.try_get("template_hash")?,
+            prompt: row.try_get("prompt")?,
+            llm_error: row.try_get("llm_error")?,
+            doc: row.try_get("doc")?,
+            text: row.try_get("text")?,
+            article_ids: serde_json::from_str(&row.try_get::<String, _>("article_ids")?).unwrap_or_default(),
+            stories: row.try_get("stories")?,
+        })
+    }
 }
 
 async fn insert_notification(
@@ -143,7 +126,7 @@ async fn insert_notification(
     let done = sqlx::query(
         "INSERT INTO notifications (analysis_id, category, target, kind, part, parts, idempotency_key, payload, \
            status, attempts, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10) ON CONFLICT (idempotency_key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11) ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(analysis_id)
     .bind(&n.category)
@@ -153,6 +136,7 @@ async fn insert_notification(
     .bind(n.parts)
     .bind(&n.idempotency_key)
     .bind(&n.payload)
+    .bind(NotificationStatus::Pending)
     .bind(now)
     .bind(now)
     .execute(&mut *conn)
@@ -168,7 +152,7 @@ impl Store {
         F: FnOnce(i64) -> anyhow::Result<Vec<NewNotification>>,
     {
         let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO analyses (profile, created_at, as_of, window_from, window_to, mode, model, template, \
                template_hash, prompt, llm_error, doc, text, article_ids, stories) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
@@ -190,7 +174,6 @@ impl Store {
         .bind(a.stories)
         .fetch_one(&mut *tx)
         .await?;
-        let id: i64 = row.try_get(0)?;
         let list = notifications(id)?;
         let mut inserted = 0;
         for n in &list {
@@ -216,44 +199,45 @@ impl Store {
         Ok(inserted)
     }
 
-    /// The latest analysis of a profile whose analysis time is not after `as_of` (replays of the past compare
-    /// against what came before them).
+    /// The latest analysis of a profile whose analysis time is strictly before `as_of` (replays of the past
+    /// compare against what came before them, and re-running the same time reproduces its brief).
     pub async fn previous_analysis(&self, profile: &str, as_of: i64) -> Result<Option<AnalysisRow>> {
         let sql = format!(
-            "SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE profile = $1 AND as_of <= $2 ORDER BY as_of DESC, id DESC LIMIT 1"
+            "SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE profile = $1 AND as_of < $2 ORDER BY as_of DESC, id DESC LIMIT 1"
         );
-        let row = sqlx::query(&sql).bind(profile).bind(as_of).fetch_optional(self.pool()).await?;
-        row.as_ref().map(analysis_from_row).transpose()
+        Ok(sqlx::query_as(&sql).bind(profile).bind(as_of).fetch_optional(self.pool()).await?)
+    }
+
+    /// The analysis of a profile that ran last (by when it ran, whatever its analysis time).
+    pub async fn last_run_analysis(&self, profile: &str) -> Result<Option<AnalysisRow>> {
+        let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE profile = $1 ORDER BY id DESC LIMIT 1");
+        Ok(sqlx::query_as(&sql).bind(profile).fetch_optional(self.pool()).await?)
     }
 
     /// The latest analysis of any profile.
     pub async fn latest_analysis(&self) -> Result<Option<AnalysisRow>> {
         let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses ORDER BY id DESC LIMIT 1");
-        let row = sqlx::query(&sql).fetch_optional(self.pool()).await?;
-        row.as_ref().map(analysis_from_row).transpose()
+        Ok(sqlx::query_as(&sql).fetch_optional(self.pool()).await?)
     }
 
     pub async fn analysis(&self, id: i64) -> Result<Option<AnalysisRow>> {
         let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(self.pool()).await?;
-        row.as_ref().map(analysis_from_row).transpose()
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(self.pool()).await?)
     }
 
     /// Pending notifications whose next attempt is due, oldest first.
     pub async fn due_notifications(&self, now: i64, limit: i64) -> Result<Vec<NotificationRow>> {
         let sql = format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= $1 \
-             ORDER BY id LIMIT $2"
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE status = $1 AND next_attempt_at <= $2 \
+             ORDER BY id LIMIT $3"
         );
-        let rows = sqlx::query(&sql).bind(now).bind(limit).fetch_all(self.pool()).await?;
-        rows.iter().map(notification_from_row).collect()
+        Ok(sqlx::query_as(&sql).bind(NotificationStatus::Pending).bind(now).bind(limit).fetch_all(self.pool()).await?)
     }
 
     /// Pending notifications (due or not), oldest first: the dispatcher keeps each target's messages in order.
     pub async fn pending_notifications(&self, limit: i64) -> Result<Vec<NotificationRow>> {
-        let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE status = 'pending' ORDER BY id LIMIT $1");
-        let rows = sqlx::query(&sql).bind(limit).fetch_all(self.pool()).await?;
-        rows.iter().map(notification_from_row).collect()
+        let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE status = $1 ORDER BY id LIMIT $2");
+        Ok(sqlx::query_as(&sql).bind(NotificationStatus::Pending).bind(limit).fetch_all(self.pool()).await?)
     }
 
     /// All notifications (tests, `notify --json`), optionally of one analysis.
@@ -261,14 +245,14 @@ impl Store {
         let rows = match analysis_id {
             Some(id) => {
                 let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE analysis_id = $1 ORDER BY id");
-                sqlx::query(&sql).bind(id).fetch_all(self.pool()).await?
+                sqlx::query_as(&sql).bind(id).fetch_all(self.pool()).await?
             }
             None => {
                 let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications ORDER BY id");
-                sqlx::query(&sql).fetch_all(self.pool()).await?
+                sqlx::query_as(&sql).fetch_all(self.pool()).await?
             }
         };
-        rows.iter().map(notification_from_row).collect()
+        Ok(rows)
     }
 
     /// Claims a due notification for one send: counts the attempt and sets a lease (`next_attempt_at`) so that
@@ -280,13 +264,14 @@ impl Store {
     pub async fn claim_notification(&self, id: i64, now: i64, lease_until: i64) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1, last_error = NULL, last_status = NULL \
-             WHERE id = $2 AND status = 'pending' AND next_attempt_at <= $3 \
+             WHERE id = $2 AND status = $4 AND next_attempt_at <= $3 \
              AND NOT EXISTS (SELECT 1 FROM notifications o WHERE o.target = notifications.target \
-                             AND o.status = 'pending' AND o.id < notifications.id)",
+                             AND o.status = $4 AND o.id < notifications.id)",
         )
         .bind(lease_until)
         .bind(id)
         .bind(now)
+        .bind(NotificationStatus::Pending)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -298,13 +283,14 @@ impl Store {
     pub async fn claim_notification_early(&self, id: i64, seen_next_attempt_at: i64, lease_until: i64) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1, last_error = NULL, last_status = NULL \
-             WHERE id = $2 AND status = 'pending' AND next_attempt_at = $3 AND last_error IS NOT NULL \
+             WHERE id = $2 AND status = $4 AND next_attempt_at = $3 AND last_error IS NOT NULL \
              AND NOT EXISTS (SELECT 1 FROM notifications o WHERE o.target = notifications.target \
-                             AND o.status = 'pending' AND o.id < notifications.id)",
+                             AND o.status = $4 AND o.id < notifications.id)",
         )
         .bind(lease_until)
         .bind(id)
         .bind(seen_next_attempt_at)
+        .bind(NotificationStatus::Pending)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -312,9 +298,9 @@ impl Store {
 
     pub async fn mark_delivered(&self, id: i64, http_status: Option<i64>, now: i64) -> Result<()> {
         sqlx::query(
-            "UPDATE notifications SET status = 'delivered', delivered_at = $1, last_status = $2, last_error = NULL \
-             WHERE id = $3",
+            "UPDATE notifications SET status = $1, delivered_at = $2, last_status = $3, last_error = NULL WHERE id = $4",
         )
+        .bind(NotificationStatus::Delivered)
         .bind(now)
         .bind(http_status)
         .bind(id)
@@ -342,10 +328,11 @@ impl Store {
 
     /// Dead-letters a notification: it stays in the table (for inspection and manual re-queueing), never sent again.
     pub async fn mark_dead(&self, id: i64, error: &str, http_status: Option<i64>) -> Result<()> {
-        sqlx::query("UPDATE notifications SET status = 'dead', last_error = $1, last_status = $2 WHERE id = $3")
+        sqlx::query("UPDATE notifications SET status = $4, last_error = $1, last_status = $2 WHERE id = $3")
             .bind(error)
             .bind(http_status)
             .bind(id)
+            .bind(NotificationStatus::Dead)
             .execute(self.pool())
             .await?;
         Ok(())
@@ -355,17 +342,18 @@ impl Store {
     pub async fn requeue_dead(&self, target: Option<&str>, now: i64) -> Result<u64> {
         let done = match target {
             Some(t) => sqlx::query(
-                "UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = $1 \
-                 WHERE status = 'dead' AND target = $2",
+                "UPDATE notifications SET status = $3, attempts = 0, next_attempt_at = $1 WHERE status = $4 AND target = $2",
             )
             .bind(now)
             .bind(t)
+            .bind(NotificationStatus::Pending)
+            .bind(NotificationStatus::Dead)
             .execute(self.pool())
             .await?,
-            None => sqlx::query(
-                "UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = $1 WHERE status = 'dead'",
-            )
+            None => sqlx::query("UPDATE notifications SET status = $2, attempts = 0, next_attempt_at = $1 WHERE status = $3")
             .bind(now)
+            .bind(NotificationStatus::Pending)
+            .bind(NotificationStatus::Dead)
             .execute(self.pool())
             .await?,
         };
@@ -373,16 +361,14 @@ impl Store {
     }
 
     pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM notifications GROUP BY status").fetch_all(self.pool()).await?;
+        let rows: Vec<(NotificationStatus, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM notifications GROUP BY status").fetch_all(self.pool()).await?;
         let mut c = OutboxCounts::default();
-        for r in rows {
-            let status: String = r.try_get(0)?;
-            let n: i64 = r.try_get(1)?;
-            match status.as_str() {
-                "pending" => c.pending = n,
-                "delivered" => c.delivered = n,
-                "dead" => c.dead = n,
-                _ => {}
+        for (status, n) in rows {
+            match status {
+                NotificationStatus::Pending => c.pending = n,
+                NotificationStatus::Delivered => c.delivered = n,
+                NotificationStatus::Dead => c.dead = n,
             }
         }
         Ok(c)

@@ -3,9 +3,8 @@
 use std::collections::HashSet;
 
 use serde::Serialize;
-use sqlx::Row;
 
-use super::{placeholders, Result, Store};
+use super::{placeholders, PageStatus, Result, Store};
 
 /// An article about to be stored.
 #[derive(Debug, Clone, Serialize)]
@@ -20,15 +19,14 @@ pub struct NewArticle {
     pub language: Option<String>,
     /// feed | selectors | general
     pub extraction: String,
-    /// none | pending | ok | failed
-    pub page_status: String,
+    pub page_status: PageStatus,
     pub page_attempts: i64,
     pub page_error: Option<String>,
     pub charset: Option<String>,
 }
 
-/// A stored article.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A stored article (read with [`ARTICLE_COLUMNS`]).
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct ArticleRow {
     pub id: i64,
     pub url: String,
@@ -40,7 +38,7 @@ pub struct ArticleRow {
     pub content_hash: String,
     pub language: Option<String>,
     pub extraction: String,
-    pub page_status: String,
+    pub page_status: PageStatus,
     /// Why the article's page could not be fetched or read (last attempt), while `page_status` is pending/failed.
     pub page_error: Option<String>,
 }
@@ -56,34 +54,21 @@ pub struct PageUpdate {
     pub extraction: Option<String>,
     pub charset: Option<String>,
     /// ok | failed | pending (to try again later)
-    pub page_status: String,
+    pub page_status: PageStatus,
     pub page_error: Option<String>,
     /// The page was requested (counts toward `max_page_attempts`); false when the host asked us to wait.
     pub attempted: bool,
 }
+
+/// The filter for articles waiting for their page, written as the literal of the partial index
+/// `articles_page_pending` (`WHERE page_status = 'pending'`): a bound parameter would keep the planner from using it.
+pub(crate) const PENDING_PAGE: &str = "page_status = 'pending'";
 
 /// SQLite's default limit on bound parameters is 32766; stay far below it.
 const IN_CHUNK: usize = 500;
 
 pub(crate) const ARTICLE_COLUMNS: &str = "a.id, a.url, s.name AS source, a.title, a.body, a.published_at, a.fetched_at, \
      a.content_hash, a.language, a.extraction, a.page_status, a.page_error";
-
-pub(crate) fn article_from_row(row: &sqlx::any::AnyRow) -> Result<ArticleRow> {
-    Ok(ArticleRow {
-        id: row.try_get("id")?,
-        url: row.try_get("url")?,
-        source: row.try_get("source")?,
-        title: row.try_get("title")?,
-        body: row.try_get("body")?,
-        published_at: row.try_get("published_at")?,
-        fetched_at: row.try_get("fetched_at")?,
-        content_hash: row.try_get("content_hash")?,
-        language: row.try_get("language")?,
-        extraction: row.try_get("extraction")?,
-        page_status: row.try_get("page_status")?,
-        page_error: row.try_get("page_error")?,
-    })
-}
 
 impl Store {
     /// Which of these canonical URLs are already stored (one query per 500 URLs, not one per URL).
@@ -101,13 +86,11 @@ impl Store {
         let mut out = Vec::new();
         for chunk in hashes.chunks(IN_CHUNK) {
             let sql = format!("SELECT content_hash, id FROM articles WHERE content_hash IN ({})", placeholders(1, chunk.len()));
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query_as::<_, (String, i64)>(&sql);
             for v in chunk {
                 q = q.bind(v.as_str());
             }
-            for row in q.fetch_all(self.pool()).await? {
-                out.push((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?));
-            }
+            out.extend(q.fetch_all(self.pool()).await?);
         }
         Ok(out)
     }
@@ -117,8 +100,8 @@ impl Store {
     pub async fn delete_pending_articles(&self, ids: &[i64]) -> Result<u64> {
         let mut n = 0;
         for chunk in ids.chunks(IN_CHUNK) {
-            let sql = format!("DELETE FROM articles WHERE page_status = 'pending' AND id IN ({})", placeholders(1, chunk.len()));
-            let mut q = sqlx::query(&sql);
+            let sql = format!("DELETE FROM articles WHERE page_status = $1 AND id IN ({})", placeholders(2, chunk.len()));
+            let mut q = sqlx::query(&sql).bind(PageStatus::Pending);
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -129,11 +112,13 @@ impl Store {
 
     /// How many articles of a source still wait for their page.
     pub async fn count_pending_pages(&self, source_id: i64) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM articles WHERE page_status = 'pending' AND source_id = $1")
-            .bind(source_id)
-            .fetch_one(self.pool())
-            .await?;
-        Ok(row.try_get::<i64, _>(0)?)
+        let sql = format!("SELECT COUNT(*) FROM articles WHERE {PENDING_PAGE} AND source_id = $1");
+        Ok(sqlx::query_scalar(&sql).bind(source_id).fetch_one(self.pool()).await?)
+    }
+
+    /// How many articles of all sources still wait for their page.
+    pub async fn count_all_pending_pages(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM articles WHERE {PENDING_PAGE}")).fetch_one(self.pool()).await?)
     }
 
     async fn existing_values(&self, column: &str, values: &[String]) -> Result<HashSet<String>> {
@@ -143,13 +128,11 @@ impl Store {
                 "SELECT {column} FROM articles WHERE {column} IN ({})",
                 placeholders(1, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
             for v in chunk {
                 q = q.bind(v.as_str());
             }
-            for row in q.fetch_all(self.pool()).await? {
-                found.insert(row.try_get::<String, _>(0)?);
-            }
+            found.extend(q.fetch_all(self.pool()).await?);
         }
         Ok(found)
     }
@@ -163,7 +146,7 @@ impl Store {
         }
         let mut tx = self.pool().begin().await?;
         for a in batch {
-            let row = sqlx::query(
+            let id = sqlx::query_scalar::<_, i64>(
                 "INSERT INTO articles (url, source_id, title, body, published_at, fetched_at, content_hash, language, \
                    extraction, page_status, page_attempts, page_error, charset) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
@@ -178,15 +161,13 @@ impl Store {
             .bind(&a.content_hash)
             .bind(a.language.clone())
             .bind(&a.extraction)
-            .bind(&a.page_status)
+            .bind(a.page_status)
             .bind(a.page_attempts)
             .bind(a.page_error.clone())
             .bind(a.charset.clone())
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some(row) = row {
-                ids.push(row.try_get::<i64, _>(0)?);
-            }
+            ids.extend(id);
         }
         tx.commit().await?;
         Ok(ids)
@@ -194,15 +175,8 @@ impl Store {
 
     /// Articles of a source whose full-text page is still to be fetched (oldest first).
     pub async fn pending_pages(&self, source_id: i64, limit: i64) -> Result<Vec<(i64, String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT id, url, page_attempts FROM articles WHERE page_status = 'pending' AND source_id = $1 \
-             ORDER BY id LIMIT $2",
-        )
-        .bind(source_id)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+        let sql = format!("SELECT id, url, page_attempts FROM articles WHERE {PENDING_PAGE} AND source_id = $1 ORDER BY id LIMIT $2");
+        Ok(sqlx::query_as(&sql).bind(source_id).bind(limit).fetch_all(self.pool()).await?)
     }
 
     /// Applies page results in one transaction.
@@ -224,7 +198,7 @@ impl Store {
             .bind(u.content_hash.clone())
             .bind(u.extraction.clone())
             .bind(u.charset.clone())
-            .bind(&u.page_status)
+            .bind(u.page_status)
             .bind(u.page_error.clone())
             .bind(i64::from(u.attempted))
             .bind(u.id)
@@ -244,13 +218,11 @@ impl Store {
                  WHERE a.id IN ({}) ORDER BY a.id",
                 placeholders(1, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query_as::<_, ArticleRow>(&sql);
             for id in chunk {
                 q = q.bind(*id);
             }
-            for row in q.fetch_all(self.pool()).await? {
-                out.push(article_from_row(&row)?);
-            }
+            out.extend(q.fetch_all(self.pool()).await?);
         }
         out.sort_by_key(|a| a.id);
         Ok(out)
@@ -258,8 +230,7 @@ impl Store {
 
     pub async fn article_by_url(&self, url: &str) -> Result<Option<ArticleRow>> {
         let sql = format!("SELECT {ARTICLE_COLUMNS} FROM articles a JOIN sources s ON s.id = a.source_id WHERE a.url = $1");
-        let row = sqlx::query(&sql).bind(url).fetch_optional(self.pool()).await?;
-        row.as_ref().map(article_from_row).transpose()
+        Ok(sqlx::query_as(&sql).bind(url).fetch_optional(self.pool()).await?)
     }
 
     /// Articles published (or, without a date, fetched) in [from, to), newest first, optionally from some sources.
@@ -272,15 +243,14 @@ impl Store {
             sql.push_str(&format!(" AND s.name IN ({})", placeholders(3, sources.len())));
         }
         sql.push_str(&format!(" ORDER BY COALESCE(a.published_at, a.fetched_at) DESC, a.id DESC LIMIT ${}", 3 + sources.len()));
-        let mut q = sqlx::query(&sql).bind(from_ms).bind(to_ms);
+        let mut q = sqlx::query_as(&sql).bind(from_ms).bind(to_ms);
         for s in sources {
             q = q.bind(s.as_str());
         }
-        q = q.bind(limit);
-        q.fetch_all(self.pool()).await?.iter().map(article_from_row).collect()
+        Ok(q.bind(limit).fetch_all(self.pool()).await?)
     }
 
     pub async fn count_articles(&self) -> Result<i64> {
-        self.scalar_i64("SELECT COUNT(*) FROM articles").await
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM articles").fetch_one(self.pool()).await?)
     }
 }

@@ -1,9 +1,10 @@
 //! The daemon's history: job runs, schedule reload events and operations alerts.
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 
-use super::{now_ms, Result, Store};
+use super::{now_ms, ReloadStatus, Result, RunOutcome, Store};
 
 /// One row of `job_runs`.
 #[derive(Debug, Clone, Serialize)]
@@ -15,8 +16,7 @@ pub struct JobRun {
     pub scheduled_at: Option<i64>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
-    /// running | ok | failed | timeout | panicked | skipped | interrupted
-    pub outcome: String,
+    pub outcome: RunOutcome,
     /// The JSON document the task returned (ok runs).
     pub counters: Option<serde_json::Value>,
     pub error: Option<String>,
@@ -32,18 +32,17 @@ pub struct JobSummary {
 }
 
 /// One row of `reload_events`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ReloadEvent {
     pub id: i64,
     pub at: i64,
     pub fired_by: String,
-    /// applied | refused
-    pub outcome: String,
+    pub outcome: ReloadStatus,
     pub detail: String,
 }
 
 /// The running daemon's row of `daemon_state`: the schedule it has in force (a JSON list of jobs).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DaemonState {
     pub pid: i64,
     pub started_at: i64,
@@ -53,7 +52,7 @@ pub struct DaemonState {
 }
 
 /// One row of `ops_alerts`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OpsAlert {
     pub id: i64,
     pub at: i64,
@@ -61,43 +60,51 @@ pub struct OpsAlert {
     pub message: String,
 }
 
+/// Runs still running, written as the literal of the partial index `job_runs_running` (`WHERE outcome = 'running'`)
+/// so that the planner can use it.
+pub(super) const RUNNING: &str = "outcome = 'running'";
+
 const RUN_COLUMNS: &str = "id, job, task, fired_by, scheduled_at, started_at, finished_at, outcome, counters, error";
 
-fn run_from_row(row: &sqlx::any::AnyRow) -> Result<JobRun> {
-    let counters: Option<String> = row.try_get("counters")?;
-    Ok(JobRun {
-        id: row.try_get("id")?,
-        job: row.try_get("job")?,
-        task: row.try_get("task")?,
-        fired_by: row.try_get("fired_by")?,
-        scheduled_at: row.try_get("scheduled_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        outcome: row.try_get("outcome")?,
-        counters: counters.and_then(|c| serde_json::from_str(&c).ok()),
-        error: row.try_get("error")?,
-    })
+/// The columns map one to one except `counters`, JSON text (the `Any` driver has no JSON type; text that is not
+/// JSON reads as none): hence a hand-written impl, not the derive.
+impl<'r> FromRow<'r, AnyRow> for JobRun {
+    fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
+        let counters: Option<String> = row.try_get("counters")?;
+        Ok(JobRun {
+            id: row.try_get("id")?,
+            job: row.try_get("job")?,
+            task: row.try_get("task")?,
+            fired_by: row.try_get("fired_by")?,
+            scheduled_at: row.try_get("scheduled_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            outcome: row.try_get("outcome")?,
+            counters: counters.and_then(|c| serde_json::from_str(&c).ok()),
+            error: row.try_get("error")?,
+        })
+    }
 }
 
 impl Store {
     /// Records the start of a run (outcome `running`); returns the row id for [`Store::finish_job_run`].
     pub async fn start_job_run(&self, job: &str, task: &str, fired_by: &str, scheduled_at: Option<i64>) -> Result<i64> {
-        let row = sqlx::query(
+        Ok(sqlx::query_scalar(
             "INSERT INTO job_runs (job, task, fired_by, scheduled_at, started_at, outcome) \
-             VALUES ($1, $2, $3, $4, $5, 'running') RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(job)
         .bind(task)
         .bind(fired_by)
         .bind(scheduled_at)
         .bind(now_ms())
+        .bind(RunOutcome::Running)
         .fetch_one(self.pool())
-        .await?;
-        Ok(row.try_get(0)?)
+        .await?)
     }
 
     /// Records how a run ended.
-    pub async fn finish_job_run(&self, id: i64, outcome: &str, counters: Option<&serde_json::Value>, error: Option<&str>) -> Result<()> {
+    pub async fn finish_job_run(&self, id: i64, outcome: RunOutcome, counters: Option<&serde_json::Value>, error: Option<&str>) -> Result<()> {
         sqlx::query("UPDATE job_runs SET finished_at = $1, outcome = $2, counters = $3, error = $4 WHERE id = $5")
             .bind(now_ms())
             .bind(outcome)
@@ -114,7 +121,7 @@ impl Store {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO job_runs (job, task, fired_by, scheduled_at, started_at, finished_at, outcome, error) \
-             VALUES ($1, $2, $3, $4, $5, $5, 'skipped', $6)",
+             VALUES ($1, $2, $3, $4, $5, $5, $7, $6)",
         )
         .bind(job)
         .bind(task)
@@ -122,6 +129,7 @@ impl Store {
         .bind(scheduled_at)
         .bind(now)
         .bind(reason)
+        .bind(RunOutcome::Skipped)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -133,19 +141,20 @@ impl Store {
         let now = now_ms();
         let done = match ids {
             None => {
-                sqlx::query("UPDATE job_runs SET outcome = 'interrupted', finished_at = $1, error = $2 WHERE outcome = 'running'")
+                sqlx::query(&format!("UPDATE job_runs SET outcome = $3, finished_at = $1, error = $2 WHERE {RUNNING}"))
                     .bind(now)
                     .bind(reason)
+                    .bind(RunOutcome::Interrupted)
                     .execute(self.pool())
                     .await?
             }
             Some([]) => return Ok(0),
             Some(ids) => {
                 let sql = format!(
-                    "UPDATE job_runs SET outcome = 'interrupted', finished_at = $1, error = $2 WHERE outcome = 'running' AND id IN ({})",
-                    super::placeholders(3, ids.len())
+                    "UPDATE job_runs SET outcome = $3, finished_at = $1, error = $2 WHERE {RUNNING} AND id IN ({})",
+                    super::placeholders(4, ids.len())
                 );
-                let mut q = sqlx::query(&sql).bind(now).bind(reason);
+                let mut q = sqlx::query(&sql).bind(now).bind(reason).bind(RunOutcome::Interrupted);
                 for id in ids {
                     q = q.bind(*id);
                 }
@@ -159,63 +168,56 @@ impl Store {
     pub async fn job_runs(&self, job: Option<&str>, limit: i64) -> Result<Vec<JobRun>> {
         let rows = match job {
             Some(j) => {
-                sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE job = $1 ORDER BY id DESC LIMIT $2"))
+                sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE job = $1 ORDER BY id DESC LIMIT $2"))
                     .bind(j)
                     .bind(limit)
                     .fetch_all(self.pool())
                     .await?
             }
             None => {
-                sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM job_runs ORDER BY id DESC LIMIT $1"))
+                sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM job_runs ORDER BY id DESC LIMIT $1"))
                     .bind(limit)
                     .fetch_all(self.pool())
                     .await?
             }
         };
-        rows.iter().map(run_from_row).collect()
+        Ok(rows)
     }
 
     /// Start time of the job's latest run of any outcome (the last fire time the daemon saw), for missed-run
     /// detection.
     pub async fn last_job_start(&self, job: &str) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MAX(COALESCE(scheduled_at, started_at)) FROM job_runs WHERE job = $1")
+        Ok(sqlx::query_scalar("SELECT MAX(COALESCE(scheduled_at, started_at)) FROM job_runs WHERE job = $1")
             .bind(job)
             .fetch_one(self.pool())
-            .await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?)
+            .await?)
     }
 
     /// Every job's latest run, latest success and run count, by job name.
     pub async fn job_summaries(&self) -> Result<Vec<JobSummary>> {
         let cols = RUN_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect::<Vec<_>>().join(", ");
-        let latest = sqlx::query(&format!(
+        let latest: Vec<JobRun> = sqlx::query_as(&format!(
             "SELECT {cols} FROM job_runs r JOIN (SELECT job, MAX(id) AS id FROM job_runs GROUP BY job) m ON r.id = m.id ORDER BY r.job"
         ))
         .fetch_all(self.pool())
         .await?;
-        let stats = sqlx::query(
-            "SELECT job, MAX(CASE WHEN outcome = 'ok' THEN finished_at END) AS ok_at, COUNT(*) AS n FROM job_runs GROUP BY job",
+        let stats: Vec<(String, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT job, MAX(CASE WHEN outcome = $1 THEN finished_at END) AS ok_at, COUNT(*) AS n FROM job_runs GROUP BY job",
         )
+        .bind(RunOutcome::Ok)
         .fetch_all(self.pool())
         .await?;
-        let mut by_job = std::collections::HashMap::new();
-        for row in &stats {
-            let job: String = row.try_get("job")?;
-            let ok_at: Option<i64> = row.try_get("ok_at")?;
-            let n: i64 = row.try_get("n")?;
-            by_job.insert(job, (ok_at, n));
-        }
-        latest
-            .iter()
-            .map(|row| {
-                let last_run = run_from_row(row)?;
+        let by_job: std::collections::HashMap<_, _> = stats.into_iter().map(|(job, ok_at, n)| (job, (ok_at, n))).collect();
+        Ok(latest
+            .into_iter()
+            .map(|last_run| {
                 let (last_success_at, runs) = by_job.get(&last_run.job).cloned().unwrap_or((None, 0));
-                Ok(JobSummary { job: last_run.job.clone(), last_run, last_success_at, runs })
+                JobSummary { job: last_run.job.clone(), last_run, last_success_at, runs }
             })
-            .collect()
+            .collect())
     }
 
-    pub async fn record_reload(&self, fired_by: &str, outcome: &str, detail: &str) -> Result<()> {
+    pub async fn record_reload(&self, fired_by: &str, outcome: ReloadStatus, detail: &str) -> Result<()> {
         sqlx::query("INSERT INTO reload_events (at, fired_by, outcome, detail) VALUES ($1, $2, $3, $4)")
             .bind(now_ms())
             .bind(fired_by)
@@ -228,21 +230,10 @@ impl Store {
 
     /// Most recent first.
     pub async fn reload_events(&self, limit: i64) -> Result<Vec<ReloadEvent>> {
-        let rows = sqlx::query("SELECT id, at, fired_by, outcome, detail FROM reload_events ORDER BY id DESC LIMIT $1")
+        Ok(sqlx::query_as("SELECT id, at, fired_by, outcome, detail FROM reload_events ORDER BY id DESC LIMIT $1")
             .bind(limit)
             .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReloadEvent {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    fired_by: r.try_get("fired_by")?,
-                    outcome: r.try_get("outcome")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect()
+            .await?)
     }
 
     /// Records the running daemon's state (replacing the previous daemon's).
@@ -264,19 +255,9 @@ impl Store {
 
     /// The last recorded daemon state (a daemon killed without a clean stop leaves its row: check the lock).
     pub async fn daemon_state(&self) -> Result<Option<DaemonState>> {
-        let row = sqlx::query("SELECT pid, started_at, applied_at, http_addr, schedule FROM daemon_state WHERE id = 1")
+        Ok(sqlx::query_as("SELECT pid, started_at, applied_at, http_addr, schedule FROM daemon_state WHERE id = 1")
             .fetch_optional(self.pool())
-            .await?;
-        row.map(|r| {
-            Ok(DaemonState {
-                pid: r.try_get("pid")?,
-                started_at: r.try_get("started_at")?,
-                applied_at: r.try_get("applied_at")?,
-                http_addr: r.try_get("http_addr")?,
-                schedule: r.try_get("schedule")?,
-            })
-        })
-        .transpose()
+            .await?)
     }
 
     /// Deletes the state `pid` recorded (at its clean stop).
@@ -297,13 +278,10 @@ impl Store {
 
     /// Most recent first.
     pub async fn ops_alerts(&self, limit: i64) -> Result<Vec<OpsAlert>> {
-        let rows = sqlx::query("SELECT id, at, kind, message FROM ops_alerts ORDER BY id DESC LIMIT $1")
+        Ok(sqlx::query_as("SELECT id, at, kind, message FROM ops_alerts ORDER BY id DESC LIMIT $1")
             .bind(limit)
             .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|r| Ok(OpsAlert { id: r.try_get("id")?, at: r.try_get("at")?, kind: r.try_get("kind")?, message: r.try_get("message")? }))
-            .collect()
+            .await?)
     }
 }
 
@@ -336,7 +314,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::open(&url, 2, Duration::from_secs(5)).await.unwrap();
         let a = store.start_job_run("a", "crawl", "schedule", Some(1000)).await.unwrap();
-        store.finish_job_run(a, "ok", Some(&serde_json::json!({"new": 3})), None).await.unwrap();
+        store.finish_job_run(a, RunOutcome::Ok, Some(&serde_json::json!({"new": 3})), None).await.unwrap();
         let b = store.start_job_run("a", "crawl", "schedule", Some(2000)).await.unwrap();
         store.record_skipped_run("b", "embed", "schedule", None, "previous run still running").await.unwrap();
         assert_eq!(store.mark_runs_interrupted(None, "daemon was killed").await.unwrap(), 1);
@@ -354,7 +332,7 @@ mod tests {
         assert!(sums[0].last_success_at.is_some());
         assert_eq!(sums[1].last_run.outcome, "skipped");
         assert_eq!(sums[1].last_success_at, None);
-        store.record_reload("watch", "refused", "x.toml:3: bad").await.unwrap();
+        store.record_reload("watch", ReloadStatus::Refused, "x.toml:3: bad").await.unwrap();
         assert_eq!(store.reload_events(5).await.unwrap()[0].outcome, "refused");
         store.record_alert("k", "m").await.unwrap();
         assert_eq!(store.ops_alerts(5).await.unwrap()[0].kind, "k");

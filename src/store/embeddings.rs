@@ -3,14 +3,15 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 
-use super::{now_ms, placeholders, Result, Store};
+use super::{now_ms, placeholders, PageStatus, Result, Store};
 
 const IN_CHUNK: usize = 500;
 
 /// An article still to embed for a model version.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PendingArticle {
     pub id: i64,
     pub title: String,
@@ -29,6 +30,21 @@ pub struct ModelRow {
     pub active: bool,
 }
 
+/// `active` is a 0/1 integer in both schemas (the `Any` driver decodes no integer as `bool`): hence a hand-written
+/// impl, not the derive.
+impl<'r> FromRow<'r, AnyRow> for ModelRow {
+    fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
+        Ok(ModelRow {
+            version: row.try_get("version")?,
+            dims: row.try_get("dims")?,
+            model_dir: row.try_get("model_dir")?,
+            created_at: row.try_get("created_at")?,
+            activated_at: row.try_get("activated_at")?,
+            active: row.try_get::<i64, _>("active")? != 0,
+        })
+    }
+}
+
 pub fn vector_to_bytes(v: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len() * 4);
     for x in v {
@@ -44,9 +60,10 @@ pub fn vector_from_bytes(b: &[u8]) -> Vec<f32> {
 /// The SQL condition selecting articles that need a vector for model version `$1` (and, with a retention cutoff,
 /// are recent enough to be indexed at all).
 fn pending_where(cutoff: bool) -> String {
-    let mut w = String::from(
+    let mut w = format!(
         "FROM articles a LEFT JOIN embeddings e ON e.article_id = a.id AND e.model_version = $1 \
-         WHERE a.page_status <> 'pending' AND (e.article_id IS NULL OR e.content_hash <> a.content_hash)",
+         WHERE a.page_status <> '{}' AND (e.article_id IS NULL OR e.content_hash <> a.content_hash)",
+        PageStatus::Pending
     );
     if cutoff {
         w.push_str(" AND COALESCE(a.published_at, a.fetched_at) >= $2");
@@ -63,15 +80,11 @@ impl Store {
                 "SELECT article_id, vector FROM embeddings WHERE model_version = $1 AND article_id IN ({})",
                 placeholders(2, chunk.len())
             );
-            let mut q = sqlx::query(&sql).bind(model_version);
+            let mut q = sqlx::query_as::<_, (i64, Vec<u8>)>(&sql).bind(model_version);
             for id in chunk {
                 q = q.bind(*id);
             }
-            for row in q.fetch_all(self.pool()).await? {
-                let id: i64 = row.try_get(0)?;
-                let bytes: Vec<u8> = row.try_get(1)?;
-                out.insert(id, vector_from_bytes(&bytes));
-            }
+            out.extend(q.fetch_all(self.pool()).await?.into_iter().map(|(id, bytes)| (id, vector_from_bytes(&bytes))));
         }
         Ok(out)
     }
@@ -85,24 +98,20 @@ impl Store {
             pending_where(cutoff_ms.is_some()),
             n + 1
         );
-        let mut q = sqlx::query(&sql).bind(model_version);
+        let mut q = sqlx::query_as(&sql).bind(model_version);
         if let Some(c) = cutoff_ms {
             q = q.bind(c);
         }
-        let rows = q.bind(after_id).bind(limit).fetch_all(self.pool()).await?;
-        rows.iter()
-            .map(|r| Ok(PendingArticle { id: r.try_get(0)?, title: r.try_get(1)?, body: r.try_get(2)?, content_hash: r.try_get(3)? }))
-            .collect()
+        Ok(q.bind(after_id).bind(limit).fetch_all(self.pool()).await?)
     }
 
     pub async fn count_pending_embeddings(&self, model_version: &str, cutoff_ms: Option<i64>) -> Result<i64> {
         let sql = format!("SELECT COUNT(*) {}", pending_where(cutoff_ms.is_some()));
-        let mut q = sqlx::query(&sql).bind(model_version);
+        let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(model_version);
         if let Some(c) = cutoff_ms {
             q = q.bind(c);
         }
-        let row = q.fetch_one(self.pool()).await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+        Ok(q.fetch_one(self.pool()).await?)
     }
 
     /// Stores (or replaces) vectors in one transaction. `items` are (article id, content hash), parallel to `vectors`.
@@ -134,16 +143,15 @@ impl Store {
 
     /// Ids with a vector for this model version, ascending.
     pub async fn embedding_ids(&self, model_version: &str) -> Result<Vec<i64>> {
-        let rows = sqlx::query("SELECT article_id FROM embeddings WHERE model_version = $1 ORDER BY article_id")
+        Ok(sqlx::query_scalar("SELECT article_id FROM embeddings WHERE model_version = $1 ORDER BY article_id")
             .bind(model_version)
             .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+            .await?)
     }
 
     /// A page of stored vectors (id order, ids above `after_id`), for rebuilding an index.
     pub async fn embedding_page(&self, model_version: &str, after_id: i64, limit: i64) -> Result<Vec<(i64, Vec<f32>)>> {
-        let rows = sqlx::query(
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT article_id, vector FROM embeddings WHERE model_version = $1 AND article_id > $2 \
              ORDER BY article_id LIMIT $3",
         )
@@ -152,35 +160,22 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, vector_from_bytes(&r.try_get::<Vec<u8>, _>(1)?)))).collect()
+        Ok(rows.into_iter().map(|(id, bytes)| (id, vector_from_bytes(&bytes))).collect())
     }
 
     pub async fn count_embeddings(&self, model_version: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM embeddings WHERE model_version = $1")
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM embeddings WHERE model_version = $1")
             .bind(model_version)
             .fetch_one(self.pool())
-            .await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+            .await?)
     }
 
     pub async fn embedding_models(&self) -> Result<Vec<ModelRow>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT version, dims, model_dir, created_at, activated_at, active FROM embedding_models ORDER BY created_at",
         )
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ModelRow {
-                    version: r.try_get(0)?,
-                    dims: r.try_get(1)?,
-                    model_dir: r.try_get(2)?,
-                    created_at: r.try_get(3)?,
-                    activated_at: r.try_get(4)?,
-                    active: r.try_get::<i64, _>(5)? != 0,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub async fn active_model(&self) -> Result<Option<ModelRow>> {
@@ -223,23 +218,21 @@ impl Store {
 
     /// Articles (with a vector of any version) older than the cutoff.
     pub async fn embedded_ids_before(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT DISTINCT a.id FROM articles a JOIN embeddings e ON e.article_id = a.id \
              WHERE COALESCE(a.published_at, a.fetched_at) < $1 ORDER BY a.id",
         )
         .bind(cutoff_ms)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        .await?)
     }
 
     /// Articles older than the cutoff (whether embedded or not).
     pub async fn article_ids_before(&self, cutoff_ms: i64) -> Result<Vec<i64>> {
-        let rows = sqlx::query("SELECT id FROM articles WHERE COALESCE(published_at, fetched_at) < $1 ORDER BY id")
+        Ok(sqlx::query_scalar("SELECT id FROM articles WHERE COALESCE(published_at, fetched_at) < $1 ORDER BY id")
             .bind(cutoff_ms)
             .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+            .await?)
     }
 
     /// Deletes the vectors (all versions) of these articles; returns rows deleted.

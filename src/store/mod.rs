@@ -9,6 +9,7 @@ mod analysis;
 mod articles;
 mod embeddings;
 mod sources;
+mod status;
 
 pub use analysis::{AnalysisRow, NewAnalysis, NewNotification, NotificationRow, OutboxCounts};
 pub use articles::{ArticleRow, NewArticle, PageUpdate};
@@ -16,12 +17,13 @@ pub use embeddings::{vector_from_bytes, vector_to_bytes, ModelRow, PendingArticl
 mod daemon;
 pub use daemon::{DaemonState, JobRun, JobSummary, OpsAlert, ReloadEvent};
 pub use sources::{FetchOutcome, SourceHealth, SourceState};
+pub use status::{FetchStatus, NotificationStatus, PageStatus, ReloadStatus, RunOutcome};
 
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -158,10 +160,11 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Single i64 from a query (counts, max ids).
-    pub async fn scalar_i64(&self, sql: &str) -> Result<i64> {
-        let row: AnyRow = sqlx::query(sql).fetch_one(&self.pool).await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+    /// Single i64 from a query (counts, max ids; NULL reads as 0). Raw SQL: for this crate's own tests only; the
+    /// rest of newsd (and callers outside it) use the typed methods.
+    #[cfg(test)]
+    pub(crate) async fn scalar_i64(&self, sql: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar::<_, Option<i64>>(sql).fetch_one(&self.pool).await?.unwrap_or(0))
     }
 }
 
@@ -187,7 +190,7 @@ mod tests {
         let store = Store::open(&url, 2, Duration::from_secs(5)).await.unwrap();
         assert!(db.exists());
         assert_eq!(store.scalar_i64("SELECT COUNT(*) FROM articles").await.unwrap(), 0);
-        let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(store.pool()).await.unwrap().get(0);
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(store.pool()).await.unwrap();
         assert_eq!(mode.to_lowercase(), "wal");
         store.close().await;
         // Re-opening applies no migration twice.

@@ -3,12 +3,10 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use sqlx::Row;
-
-use super::{now_ms, Result, Store};
+use super::{now_ms, FetchStatus, Result, Store};
 use crate::config::SourceConfig;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
 pub struct SourceState {
     pub id: i64,
     pub name: String,
@@ -34,33 +32,20 @@ pub enum FetchOutcome {
     Failed { error: String, next_fetch_at: i64 },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SourceHealth {
     pub name: String,
     pub url: String,
     pub articles: i64,
     pub consecutive_failures: i64,
-    pub last_status: Option<String>,
+    pub last_status: Option<FetchStatus>,
     pub last_fetch_at: Option<i64>,
     pub last_success_at: Option<i64>,
     pub next_fetch_at: i64,
     pub last_error: Option<String>,
+    /// No failure since the last success.
+    #[sqlx(skip)]
     pub healthy: bool,
-}
-
-fn state_from_row(row: &sqlx::any::AnyRow) -> Result<SourceState> {
-    Ok(SourceState {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        url: row.try_get("url")?,
-        etag: row.try_get("etag")?,
-        last_modified: row.try_get("last_modified")?,
-        consecutive_failures: row.try_get("consecutive_failures")?,
-        next_fetch_at: row.try_get("next_fetch_at")?,
-        last_fetch_at: row.try_get("last_fetch_at")?,
-        last_success_at: row.try_get("last_success_at")?,
-        last_error: row.try_get("last_error")?,
-    })
 }
 
 const STATE_COLUMNS: &str = "id, name, url, etag, last_modified, consecutive_failures, next_fetch_at, \
@@ -85,23 +70,15 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        let rows = sqlx::query(&format!("SELECT {STATE_COLUMNS} FROM sources")).fetch_all(self.pool()).await?;
-        let mut out = HashMap::new();
-        for row in &rows {
-            let st = state_from_row(row)?;
-            if sources.iter().any(|s| s.name == st.name) {
-                out.insert(st.name.clone(), st);
-            }
-        }
-        Ok(out)
+        let rows: Vec<SourceState> = sqlx::query_as(&format!("SELECT {STATE_COLUMNS} FROM sources")).fetch_all(self.pool()).await?;
+        Ok(rows.into_iter().filter(|st| sources.iter().any(|s| s.name == st.name)).map(|st| (st.name.clone(), st)).collect())
     }
 
     pub async fn source_state(&self, name: &str) -> Result<Option<SourceState>> {
-        let row = sqlx::query(&format!("SELECT {STATE_COLUMNS} FROM sources WHERE name = $1"))
+        Ok(sqlx::query_as(&format!("SELECT {STATE_COLUMNS} FROM sources WHERE name = $1"))
             .bind(name)
             .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(state_from_row).transpose()
+            .await?)
     }
 
     /// Records the outcome of a feed fetch.
@@ -111,36 +88,39 @@ impl Store {
             FetchOutcome::Fetched { etag, last_modified, next_fetch_at } => {
                 sqlx::query(
                     "UPDATE sources SET etag = $1, last_modified = $2, consecutive_failures = 0, next_fetch_at = $3, \
-                     last_fetch_at = $4, last_success_at = $4, last_status = 'fetched' WHERE id = $5",
+                     last_fetch_at = $4, last_success_at = $4, last_status = $6 WHERE id = $5",
                 )
                 .bind(etag.clone())
                 .bind(last_modified.clone())
                 .bind(*next_fetch_at)
                 .bind(now)
                 .bind(source_id)
+                .bind(FetchStatus::Fetched)
                 .execute(self.pool())
                 .await?;
             }
             FetchOutcome::NotModified { next_fetch_at } => {
                 sqlx::query(
                     "UPDATE sources SET consecutive_failures = 0, next_fetch_at = $1, last_fetch_at = $2, \
-                     last_success_at = $2, last_status = 'not_modified' WHERE id = $3",
+                     last_success_at = $2, last_status = $4 WHERE id = $3",
                 )
                 .bind(*next_fetch_at)
                 .bind(now)
                 .bind(source_id)
+                .bind(FetchStatus::NotModified)
                 .execute(self.pool())
                 .await?;
             }
             FetchOutcome::Failed { error, next_fetch_at } => {
                 sqlx::query(
                     "UPDATE sources SET consecutive_failures = consecutive_failures + 1, next_fetch_at = $1, \
-                     last_fetch_at = $2, last_error = $3, last_error_at = $2, last_status = 'failed' WHERE id = $4",
+                     last_fetch_at = $2, last_error = $3, last_error_at = $2, last_status = $5 WHERE id = $4",
                 )
                 .bind(*next_fetch_at)
                 .bind(now)
                 .bind(error.clone())
                 .bind(source_id)
+                .bind(FetchStatus::Failed)
                 .execute(self.pool())
                 .await?;
             }
@@ -150,7 +130,7 @@ impl Store {
 
     /// Health of the named sources (all sources when `names` is empty), with article counts, in one query.
     pub async fn source_health(&self, names: &[String]) -> Result<Vec<SourceHealth>> {
-        let rows = sqlx::query(
+        let rows: Vec<SourceHealth> = sqlx::query_as(
             "SELECT s.name, s.url, s.consecutive_failures, s.last_status, s.last_fetch_at, s.last_success_at, \
                     s.next_fetch_at, s.last_error, COALESCE(c.n, 0) AS articles \
              FROM sources s LEFT JOIN (SELECT source_id, COUNT(*) AS n FROM articles GROUP BY source_id) c \
@@ -158,26 +138,10 @@ impl Store {
         )
         .fetch_all(self.pool())
         .await?;
-        let mut out = Vec::new();
-        for row in rows {
-            let name: String = row.try_get("name")?;
-            if !names.is_empty() && !names.contains(&name) {
-                continue;
-            }
-            let failures: i64 = row.try_get("consecutive_failures")?;
-            out.push(SourceHealth {
-                name,
-                url: row.try_get("url")?,
-                articles: row.try_get("articles")?,
-                consecutive_failures: failures,
-                last_status: row.try_get("last_status")?,
-                last_fetch_at: row.try_get("last_fetch_at")?,
-                last_success_at: row.try_get("last_success_at")?,
-                next_fetch_at: row.try_get("next_fetch_at")?,
-                last_error: row.try_get("last_error")?,
-                healthy: failures == 0,
-            });
-        }
-        Ok(out)
+        Ok(rows
+            .into_iter()
+            .filter(|h| names.is_empty() || names.contains(&h.name))
+            .map(|h| SourceHealth { healthy: h.consecutive_failures == 0, ..h })
+            .collect())
     }
 }
