@@ -348,67 +348,6 @@ fn a_4k_context_fits_eight_stories() {
 // ------------------------------------------------------------------------------------------------------------------
 // The real LLM
 
-struct Llama {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Llama {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn log_tail(p: &std::path::Path) -> String {
-    let t = std::fs::read_to_string(p).unwrap_or_default();
-    t.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
-async fn start_llama(dir: &std::path::Path) -> (Llama, String) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin = std::env::var_os("NEWSD_LLAMA_SERVER").map(Into::into).unwrap_or_else(|| root.join(".cache/llama/llama-server"));
-    let model = std::env::var_os("NEWSD_LLAMA_MODEL")
-        .map(Into::into)
-        .unwrap_or_else(|| root.join(".cache/llama/gemma-3-270m-q4_k_m.gguf"));
-    for (what, p) in [("llama-server", &bin), ("the gemma-3-270m model", &model)] {
-        assert!(
-            p.is_file(),
-            "{what} not found at {}: run `scripts/setup.sh --llm` (CI runs it; it builds llama.cpp once per machine)",
-            p.display()
-        );
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let log = dir.join("llama-server.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(&bin)
-        .args(["-m"])
-        .arg(&model)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "-t", "2", "-c", "4096", "-np", "1"])
-        .args(["--no-jinja", "--chat-template", "gemma", "--no-webui", "--seed", "7"])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    let mut llama = Llama { child, log };
-    let origin = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(r) = http.get(format!("{origin}/health")).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        if let Ok(Some(status)) = llama.child.try_wait() {
-            panic!("llama-server exited ({status}):\n{}", log_tail(&llama.log));
-        }
-        assert!(std::time::Instant::now() < deadline, "llama-server not healthy after 120 s:\n{}", log_tail(&llama.log));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    (llama, origin)
-}
-
 /// Two stories from the real corpus (2 articles each, and an earlier article for the first).
 fn corpus_stories() -> (Vec<StoryInput>, Vec<(usize, Vec<(i64, String, String)>)>) {
     let corpus = newsd::testkit::corpus::load().expect("the news corpus (scripts/setup.sh fetches it)");
@@ -444,7 +383,7 @@ fn corpus_stories() -> (Vec<StoryInput>, Vec<(usize, Vec<(i64, String, String)>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_llama_server_answers_the_schema_with_valid_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let (_llama, origin) = start_llama(dir.path()).await;
+    let (_llama, origin) = newsd::testkit::llama::start(dir.path()).await;
     let proxy = LlmProxy::start(&origin).await.unwrap();
     let c = LlmConfig {
         base_url: proxy.base_url(),

@@ -217,11 +217,11 @@ pub fn word_count(text: &str) -> usize {
 pub(crate) fn fit(doc: &mut AnalysisDoc, template: &str, max_words: usize) -> anyhow::Result<String> {
     let render = |doc: &AnalysisDoc| crate::notify::render::render_text(doc, crate::notify::render::Format::Markdown, template);
     let mut text = render(doc)?;
+    // Cheapest loss first: detail, then the lowest stories down to four, then what changed, then stories.
     let mut step = 0;
     while word_count(&text) > max_words {
-        step += 1;
         match step {
-            1 => {
+            0 => {
                 for s in &mut doc.stories {
                     s.history.truncate(1);
                     s.earlier_coverage.truncate(1);
@@ -229,15 +229,21 @@ pub(crate) fn fit(doc: &mut AnalysisDoc, template: &str, max_words: usize) -> an
                 doc.trending.truncate(3);
                 doc.watch.truncate(3);
                 doc.changes.truncate(2);
+                step += 1;
             }
-            2 => {
+            1 => {
                 for s in &mut doc.stories {
                     s.analysis = lead(&s.analysis, 160);
                 }
+                step += 1;
             }
-            3 => {
+            2 if doc.stories.len() > 4 => {
+                doc.stories.pop();
+            }
+            2 => {
                 doc.changes.clear();
                 doc.continuing.truncate(3);
+                step += 1;
             }
             _ if doc.stories.len() > 1 => {
                 doc.stories.pop();

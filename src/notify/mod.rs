@@ -206,7 +206,12 @@ pub fn analysis_notifications(
         let format = Format::for_kind(target.kind);
         let text = render::render_text(doc, format, &template)
             .map_err(|e| NotifyError::Render { target: name.clone(), message: format!("{e:#}") })?;
-        let title = format!("Market analysis: {} ({})", doc.profile, crate::analysis::doc::fmt_datetime(doc.window_to));
+        // Slack's `text` (notifications, previews) and Discord's content line: the brief's first lead line.
+        let mut title = format!("Market brief: {} ({})", doc.profile, crate::analysis::doc::fmt_datetime(doc.window_to));
+        if let Some(first) = doc.lead.first() {
+            title.push_str(" \u{2014} ");
+            title.push_str(first);
+        }
         let key_base = format!("newsd-{run_key}");
         let bodies = bodies_for_target(target, &title, &text, |text| {
             serde_json::json!({

@@ -210,7 +210,8 @@ pub fn slack_messages(title: &str, text: &str, username: Option<&str>) -> Vec<se
         if n > 1 {
             blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("({}/{})", i + 1, n)}]}));
         }
-        let mut body = json!({"text": truncate_chars(&format!("{title}{label}"), 3000), "blocks": blocks});
+        // The title carries a headline (untrusted): escaped like the rest of the message.
+        let mut body = json!({"text": truncate_chars(&slack_escape(&format!("{title}{label}")), 3000), "blocks": blocks});
         if let Some(u) = username {
             body["username"] = json!(u);
         }
@@ -244,7 +245,8 @@ pub fn discord_messages(title: &str, text: &str, username: Option<&str>) -> Vec<
         .enumerate()
         .map(|(i, embeds)| {
             let label = if n > 1 { format!(" ({}/{})", i + 1, n) } else { String::new() };
-            let content = truncate_chars(&format!("{title}{label}"), DISCORD_MAX_CONTENT);
+            // The title carries a headline (untrusted): no masked links in it.
+            let content = truncate_chars(&md_escape_link_text(&format!("{title}{label}")), DISCORD_MAX_CONTENT);
             let embeds: Vec<_> = embeds.into_iter().map(|d| json!({"description": d})).collect();
             let mut body = json!({"content": content, "embeds": embeds, "allowed_mentions": {"parse": []}});
             if let Some(u) = username {

@@ -5,6 +5,7 @@ pub mod server;
 
 pub use corpus::{CorpusArticle, squash};
 pub use server::NewsServer;
+pub mod llama;
 pub mod llm;
 pub mod webhook;
 
