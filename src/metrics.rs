@@ -1,7 +1,7 @@
 //! Prometheus metrics (`/metrics`). One process-wide [`Metrics`] ([`global`]); any part of newsd can count into
 //! the fixed metrics below or register its own counters and gauges by name:
 //!
-//! ```ignore
+//! ```text
 //! newsd::metrics::global().counter("newsd_articles_embedded", "Articles embedded").inc_by(n);
 //! newsd::metrics::global().gauge("newsd_index_vectors", "Vectors in the index").set(len as i64);
 //! ```

@@ -1,7 +1,7 @@
 //! Market analysis on the real corpus: the real SQLite store, the real ONNX embedder and FAISS index (compute
-//! worker), a local OpenAI-compatible server on 127.0.0.1 that records each request (it stands in for an LLM,
-//! which cannot run in the default suite; `NEWSD_TEST_LLM_URL` runs the same path against a real llama.cpp
-//! server), and a local webhook receiver.
+//! worker), a local OpenAI-compatible server on 127.0.0.1 that records each request and scripts the answers a real
+//! model would rarely give on cue (refusals, invalid answers, outages), a real llama.cpp `llama-server` (built by
+//! `scripts/setup.sh --llm`) for the LLM path end to end, and a local webhook receiver.
 //!
 //! The corpus is from Dec 2016 - Mar 2017, so analyses run "as of" 2017-02-08 00:00 UTC: the window is 7 Feb 2017
 //! (269 articles from 9 outlets), the history everything before it.

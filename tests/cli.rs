@@ -97,3 +97,26 @@ fn bad_config_is_refused_with_file_and_line() {
     let err = String::from_utf8_lossy(&newsd(&dir.path().join("missing.toml"), &["status"]).stderr).to_string();
     assert!(err.contains("missing.toml") && err.contains("cannot read config file"), "{err}");
 }
+
+/// A market lexicon file with a mistake is refused at start, naming the lexicon file and its line; a good one is
+/// taken.
+#[test]
+fn bad_lexicon_file_is_refused_with_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("newsd.toml");
+    std::fs::write(&config, "[analysis]\nlexicon = [\"extra.toml\"]\n").unwrap();
+    let lexicon = dir.path().join("extra.toml");
+    std::fs::write(&lexicon, "[[entry]]\ntag = \"Lumber\"\nkind = \"asset\"\nterms = [\"lumber\"\n").unwrap();
+    let out = newsd(&config, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("extra.toml:4") || err.contains("extra.toml:5"), "the lexicon file and line: {err}");
+
+    std::fs::write(&lexicon, "[[entry]]\ntag = \"Lumber\"\nkind = \"asset\"\nterms = [\"lumber\"]\ntickr = \"LBS\"\n").unwrap();
+    let err = String::from_utf8_lossy(&newsd(&config, &["status"]).stderr).to_string();
+    assert!(err.contains("extra.toml:5") && err.contains("tickr"), "{err}");
+
+    std::fs::write(&lexicon, "[[entry]]\ntag = \"Lumber\"\nkind = \"asset\"\nterms = [\"lumber\"]\n").unwrap();
+    let out = newsd(&config, &["status"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("extra.toml"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -125,6 +125,12 @@ pub(crate) fn lead_lines(doc: &AnalysisDoc) -> Vec<String> {
             None => return lines,
         }
     }
+    // At least three lines: the next stories, then the window's size.
+    for s in doc.stories.iter().filter(|s| !(is_market(s) && !s.tags.is_empty())).take(3usize.saturating_sub(lines.len())) {
+        if !lines.iter().any(|l| l.ends_with(&s.headline)) {
+            lines.push(if s.tags.is_empty() { format!("Also: {}", s.headline) } else { format!("{}: {}", tag_line(s, 3), s.headline) });
+        }
+    }
     if let Some(w) = doc.watch.first() {
         let when = match w.precision.as_str() {
             "week" => format!("week of {}", w.date),
@@ -136,6 +142,15 @@ pub(crate) fn lead_lines(doc: &AnalysisDoc) -> Vec<String> {
     if !doc.trending.is_empty() && lines.len() < 5 {
         let terms: Vec<&str> = doc.trending.iter().take(4).map(|t| t.term.as_str()).collect();
         lines.push(format!("Trending: {}", terms.join(", ")));
+    }
+    if lines.len() < 3 {
+        let sources: HashSet<&str> = doc.stories.iter().flat_map(|s| s.sources.iter().map(String::as_str)).collect();
+        lines.push(format!(
+            "{} in the window, {} listed from {}.",
+            count(doc.window_articles, "article", "articles"),
+            count(doc.stories.len(), "story", "stories"),
+            count(sources.len(), "source", "sources")
+        ));
     }
     lines.truncate(5);
     lines

@@ -891,6 +891,45 @@ mod tests {
         assert_eq!(lead("short", 40), "short");
     }
 
+    fn sample_doc() -> AnalysisDoc {
+        let art = |id: i64, title: &str| doc::ArticleRef {
+            id,
+            title: title.into(),
+            source: "bbc".into(),
+            url: format!("https://x/{id}"),
+            published_at: Some(1_486_425_600_000),
+        };
+        AnalysisDoc {
+            profile: "markets".into(),
+            as_of: 1_486_512_000_000,
+            window_from: 1_486_425_600_000,
+            window_to: 1_486_512_000_000,
+            window_articles: 2,
+            stories: vec![
+                doc::Story { rank: 1, headline: "Fed raises rates".into(), articles: vec![art(1, "Fed raises rates")], sources: vec!["bbc".into()], ..Default::default() },
+                doc::Story { rank: 2, headline: "Oil falls".into(), articles: vec![art(2, "Oil falls")], sources: vec!["bbc".into()], ..Default::default() },
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// The built-in prompt keeps its lines apart (the window line, the previous brief, each story) and puts every
+    /// news text between the markers.
+    #[test]
+    fn prompt_lines_are_separated() {
+        let doc = sample_doc();
+        let previous = AnalysisDoc { as_of: 1_486_425_600_000, stories: doc.stories.clone(), ..Default::default() };
+        let bodies: HashMap<i64, String> = [(1, "The Fed raised rates.".to_string()), (2, "Oil fell 3%.".to_string())].into();
+        let (_, template) = templates::BUILTIN.iter().find(|(n, _)| *n == "market_analysis.j2").unwrap();
+        let p = render_prompt("market_analysis.j2", template, &ProfileConfig::default(), 600, &doc, &bodies, Some(&previous)).unwrap();
+        println!("{}", p.user);
+        assert!(p.user.contains("Analysis time: 2017-02-08 00:00 UTC.\n"), "{}", p.user);
+        assert!(p.user.contains("\nPrevious analysis ("), "{}", p.user);
+        assert!(p.user.contains("\n## Story 1:") && p.user.contains("\n## Story 2:"), "{}", p.user);
+        assert!(!p.user.contains("NEWS>>>##"), "{}", p.user);
+        assert_eq!(p.user.matches(UNTRUSTED_BEGIN).count(), p.user.matches(UNTRUSTED_END).count());
+    }
+
     #[test]
     fn parses_times() {
         assert_eq!(parse_time("2017-02-01").unwrap(), 1485907200000);

@@ -629,18 +629,4 @@ mod tests {
         let svg = format!("<svg>{}{}</svg>after", "<path d=\"M0 0\"/>".repeat(n), "<g>".repeat(n));
         assert_eq!(html_to_text(&svg), "after");
     }
-
-    /// The cost without the nesting bound, for comparison (html5ever alone; the old recursive walkers crashed
-    /// before this). Ignored: it takes tens of seconds.
-    #[test]
-    #[ignore]
-    fn unbounded_parse_cost() {
-        for depth in [20_000, 50_000, 100_000] {
-            let (html, _) = deep_fragment(depth);
-            let t0 = thread_cpu();
-            let frag = Html::parse_fragment(&html);
-            let s = thread_cpu() - t0;
-            eprintln!("depth {depth}: parse_fragment without the bound {s:.3} s CPU ({} nodes)", frag.tree.nodes().count());
-        }
-    }
 }
