@@ -127,6 +127,34 @@ async fn vectors_match_sentence_transformers_reference() {
     }
 }
 
+/// A model folder that declares prefixes (as e5 models need "query: " and "passage: "): documents are embedded
+/// with the passage prefix and searches with the query prefix (the real MiniLM model, its files linked into a
+/// folder whose `newsd-model.toml` declares them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_prefixes_are_applied_to_queries_and_passages() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("prefixed");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["model.onnx", "tokenizer.json", "config.json"] {
+        std::os::unix::fs::symlink(root().join("models/all-MiniLM-L6-v2").join(f), model.join(f)).unwrap();
+    }
+    std::fs::write(model.join("newsd-model.toml"), "max_tokens = 256\nquery_prefix = \"query: \"\npassage_prefix = \"passage: \"\n").unwrap();
+    let plain = App::open(config(&dir.path().join("a"), |_| {})).await.unwrap();
+    let p = plain.compute().await.unwrap();
+    let text = "Central bank raises interest rates";
+    let by_hand = p.embed(vec![format!("query: {text}"), format!("passage: {text}"), text.to_string()]).await.unwrap();
+    plain.shutdown().await.unwrap();
+
+    let app = App::open(config(&dir.path().join("b"), |c| c.embed.model_dir = model.clone())).await.unwrap();
+    let h = app.compute().await.unwrap();
+    let query = h.embed_query(text).await.unwrap();
+    let passage = h.embed(vec![text.to_string()]).await.unwrap().remove(0);
+    assert!(cosine(&query, &by_hand[0]) > 0.99999, "queries get the query prefix");
+    assert!(cosine(&passage, &by_hand[1]) > 0.99999, "documents get the passage prefix");
+    assert!(cosine(&query, &by_hand[2]) < 0.999 && cosine(&passage, &by_hand[2]) < 0.999, "the prefix changes the vector");
+    app.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_model_is_a_clear_error_naming_the_file_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();

@@ -28,10 +28,12 @@ pub struct EngineInfo {
     pub owner: bool,
 }
 
+pub use crate::embed::model::TextKind;
+
 pub(super) type Reply<T> = oneshot::Sender<Result<T, ComputeError>>;
 
 pub(super) enum Request {
-    Embed { version: Option<String>, texts: Vec<String>, reply: Reply<Vec<Vec<f32>>> },
+    Embed { version: Option<String>, kind: TextKind, texts: Vec<String>, reply: Reply<Vec<Vec<f32>>> },
     Search { query: Vec<f32>, k: usize, filter: SearchFilter, reply: Reply<Vec<Hit>> },
     Add { version: String, ids: Vec<i64>, vectors: Vec<f32>, reply: Reply<()> },
     Remove { version: Option<String>, ids: Vec<i64>, reply: Reply<usize> },
@@ -88,7 +90,14 @@ impl ComputeHandle {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.call(|reply| Request::Embed { version: None, texts, reply }).await
+        self.call(|reply| Request::Embed { version: None, kind: TextKind::Passage, texts, reply }).await
+    }
+
+    /// Embeds a search query (with the model's query prefix, e.g. e5's "query: "; documents get "passage: ").
+    pub async fn embed_query(&self, query: &str) -> Result<Vec<f32>, ComputeError> {
+        let mut v: Vec<Vec<f32>> =
+            self.call(|reply| Request::Embed { version: None, kind: TextKind::Query, texts: vec![query.to_string()], reply }).await?;
+        Ok(v.pop().unwrap_or_default())
     }
 
     /// Embeds with a given model version (the serving one or the one being built).
@@ -96,7 +105,7 @@ impl ComputeHandle {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.call(|reply| Request::Embed { version: Some(version.to_string()), texts, reply }).await
+        self.call(|reply| Request::Embed { version: Some(version.to_string()), kind: TextKind::Passage, texts, reply }).await
     }
 
     /// Top-k articles by cosine similarity from the live index.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::ComputeError;
-use super::handle::{EngineInfo, Reply, Request};
+use super::handle::{TextKind, EngineInfo, Reply, Request};
 use super::threads::{self, ThreadSettings};
 use crate::embed::model::{Model, ModelSpec};
 use crate::index::owner::{self, IndexLock};
@@ -31,6 +31,7 @@ struct Engine {
 struct EmbedJob {
     id: u64,
     version: String,
+    kind: TextKind,
     texts: Vec<String>,
     out: Vec<Vec<f32>>,
     taken: usize,
@@ -153,7 +154,7 @@ impl Worker {
 
     fn handle(&mut self, req: Request) {
         match req {
-            Request::Embed { version, texts, reply } => {
+            Request::Embed { version, kind, texts, reply } => {
                 let version = version.unwrap_or_else(|| self.serving.clone());
                 if !self.engines.iter().any(|e| e.index.version == version) {
                     let _ = reply.send(Err(ComputeError::Failed(format!("no model loaded for version {version:?}"))));
@@ -161,7 +162,7 @@ impl Worker {
                 }
                 self.next_job += 1;
                 let n = texts.len();
-                self.jobs.push_back(EmbedJob { id: self.next_job, version, texts, out: vec![Vec::new(); n], taken: 0, done: 0, reply: Some(reply) });
+                self.jobs.push_back(EmbedJob { id: self.next_job, version, kind, texts, out: vec![Vec::new(); n], taken: 0, done: 0, reply: Some(reply) });
             }
             Request::Search { query, k, filter, reply } => {
                 let serving = self.serving.clone();
@@ -310,7 +311,7 @@ impl Worker {
                 while job.taken < job.texts.len() && items.len() < cap {
                     let t = job.taken;
                     job.taken += 1;
-                    match engine.model.tokenize(&job.texts[t]) {
+                    match engine.model.tokenize_as(job.kind, &job.texts[t]) {
                         Ok(enc) => items.push((job.id, t, enc)),
                         Err(e) => {
                             failed.push((job.id, e));

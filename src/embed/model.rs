@@ -35,6 +35,11 @@ pub struct ModelSpec {
     /// from the file: a database made then keeps its vectors (see [`ModelSpec::adopt_legacy_version`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy_version: Option<String>,
+    /// Prefixes the model was trained with (`newsd-model.toml`): e5 wants "query: " and "passage: ".
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub query_prefix: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub passage_prefix: String,
 }
 
 /// Cache of model file digests in the data directory (hashing a 90 MB model costs ~0.3 s per process start).
@@ -94,6 +99,19 @@ struct ModelFile {
     max_tokens: Option<usize>,
     normalize: Option<bool>,
     version: Option<String>,
+    /// Put before search queries (e5: "query: ").
+    query_prefix: Option<String>,
+    /// Put before documents (e5: "passage: ").
+    passage_prefix: Option<String>,
+}
+
+/// What a text is to the model: models trained with prefixes (e5) embed queries and documents differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// An article (or any document searched over).
+    Passage,
+    /// A search query.
+    Query,
 }
 
 fn missing(path: &Path, what: &str) -> ComputeError {
@@ -201,6 +219,8 @@ impl ModelSpec {
             normalize: mf.normalize.unwrap_or(true),
             version,
             legacy_version,
+            query_prefix: mf.query_prefix.unwrap_or_default(),
+            passage_prefix: mf.passage_prefix.unwrap_or_default(),
         })
     }
 
@@ -293,6 +313,19 @@ impl Model {
     /// Tokenizes (with special tokens, truncated to max_tokens, unpadded).
     pub fn tokenize(&self, text: &str) -> Result<Encoding, ComputeError> {
         self.tokenizer.encode(text, true).map_err(|e| ComputeError::Failed(format!("tokenizing: {e}")))
+    }
+
+    /// Tokenizes a query or a document with the model's prefix for it.
+    pub fn tokenize_as(&self, kind: TextKind, text: &str) -> Result<Encoding, ComputeError> {
+        let prefix = match kind {
+            TextKind::Passage => &self.spec.passage_prefix,
+            TextKind::Query => &self.spec.query_prefix,
+        };
+        if prefix.is_empty() {
+            self.tokenize(text)
+        } else {
+            self.tokenize(&format!("{prefix}{text}"))
+        }
     }
 
     pub fn cls_token(&self) -> Option<u32> {

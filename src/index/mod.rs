@@ -41,7 +41,7 @@ pub struct SearchReport {
 pub async fn search(app: &App, query: &str, k: usize, since: Option<Duration>) -> anyhow::Result<SearchReport> {
     let started = Instant::now();
     let h = app.compute().await?;
-    let vector = h.embed(vec![query.to_string()]).await?.pop().unwrap_or_default();
+    let vector = h.embed_query(query).await?;
     let since_ms = since.map(|d| now_ms() - d.as_millis() as i64);
     let size = h.info().await?.into_iter().find(|e| e.serving).map(|e| e.vectors).unwrap_or(0);
     let mut fetch = if since_ms.is_some() { k.saturating_mul(4) } else { k };
