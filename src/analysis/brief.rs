@@ -6,9 +6,10 @@
 use std::collections::HashSet;
 
 use super::doc::{Analogue, AnalysisDoc, Move, Story, StoryStatus, Tag, Trending, Watch};
+use super::lang::{Language, Noun};
 use super::{article_ref, lead, market, published, signals, Draft};
 
-/// "1 article", "3 articles".
+/// "1 article", "3 articles" (English; briefs count with [`Language::count`]).
 pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -112,6 +113,7 @@ fn is_market(s: &Story) -> bool {
 
 /// "What matters for markets": 3-5 lines: the market stories, then what is dated next and what is trending.
 pub(crate) fn lead_lines(doc: &AnalysisDoc) -> Vec<String> {
+    let lang = doc.language;
     let mut lines: Vec<String> = doc
         .stories
         .iter()
@@ -121,86 +123,85 @@ pub(crate) fn lead_lines(doc: &AnalysisDoc) -> Vec<String> {
         .collect();
     if lines.is_empty() {
         match doc.stories.first() {
-            Some(s) => lines.push(format!("No market-moving story in this window; the main story: {}", s.headline)),
+            Some(s) => lines.push(format!("{}: {}", lang.label("No market-moving story in this window; the main story"), s.headline)),
             None => return lines,
         }
     }
     // At least three lines: the next stories, then the window's size.
     for s in doc.stories.iter().filter(|s| !(is_market(s) && !s.tags.is_empty())).take(3usize.saturating_sub(lines.len())) {
         if !lines.iter().any(|l| l.ends_with(&s.headline)) {
-            lines.push(if s.tags.is_empty() { format!("Also: {}", s.headline) } else { format!("{}: {}", tag_line(s, 3), s.headline) });
+            let label = if s.tags.is_empty() { lang.label("Also").to_string() } else { tag_line(s, 3) };
+            lines.push(format!("{label}: {}", s.headline));
         }
     }
-    if let Some(w) = doc.watch.first() {
-        let when = match w.precision.as_str() {
-            "week" => format!("week of {}", w.date),
-            "month" => format!("month of {}", w.date),
-            _ => w.date.clone(),
-        };
-        lines.push(format!("Next: {when} \u{2014} {}", super::lead(&w.sentence, 110)));
+    // The next dated event on or after the analysis day (a week or month that started before it reads as past).
+    let today = super::fmt_date(doc.as_of);
+    if let Some(w) = doc.watch.iter().find(|w| w.date >= today).or(doc.watch.first()) {
+        lines.push(format!("{}: {} \u{2014} {}", lang.label("Next"), when(lang, w), super::lead(&w.sentence, 110)));
     }
     if !doc.trending.is_empty() && lines.len() < 5 {
         let terms: Vec<&str> = doc.trending.iter().take(4).map(|t| t.term.as_str()).collect();
-        lines.push(format!("Trending: {}", terms.join(", ")));
+        lines.push(format!("{}: {}", lang.label("Trending"), terms.join(", ")));
     }
     if lines.len() < 3 {
         let sources: HashSet<&str> = doc.stories.iter().flat_map(|s| s.sources.iter().map(String::as_str)).collect();
-        lines.push(format!(
-            "{} in the window, {} listed from {}.",
-            count(doc.window_articles, "article", "articles"),
-            count(doc.stories.len(), "story", "stories"),
-            count(sources.len(), "source", "sources")
-        ));
+        let (a, st, so) =
+            (lang.count(doc.window_articles, Noun::Article), lang.count(doc.stories.len(), Noun::Story), lang.count(sources.len(), Noun::Source));
+        lines.push(match lang {
+            Language::En => format!("{a} in the window, {st} listed from {so}."),
+            Language::Ko => format!("기간 내 {a}, {so}에서 {st}."),
+        });
     }
     lines.truncate(5);
     lines
 }
 
+/// "2017-03-15", "week of 2017-03-13".
+pub(crate) fn when(lang: Language, w: &Watch) -> String {
+    match w.precision.as_str() {
+        "week" => format!("{} {}", lang.label("week of"), w.date),
+        "month" => format!("{} {}", lang.label("month of"), w.date),
+        _ => w.date.clone(),
+    }
+}
+
 pub(crate) fn summary(doc: &AnalysisDoc) -> String {
-    let n = doc.stories.len();
+    let lang = doc.language;
     let market = doc.stories.iter().filter(|s| is_market(s)).count();
     let multi = doc.stories.iter().filter(|s| !s.single_source).count();
-    let mut s = format!(
-        "{} in the window; the top {} ({} market news, {} covered by several outlets).",
-        count(doc.window_articles, "article", "articles"),
-        count(n, "story", "stories"),
-        market,
-        multi
-    );
+    let (a, st) = (lang.count(doc.window_articles, Noun::Article), lang.count(doc.stories.len(), Noun::Story));
+    let mut s = match lang {
+        Language::En => format!("{a} in the window; the top {st} ({market} market news, {multi} covered by several outlets)."),
+        Language::Ko => format!("기간 내 {a}; 상위 {st} (시장 뉴스 {market}건, 여러 매체 보도 {multi}건)."),
+    };
     if let Some(top) = doc.stories.first() {
-        s.push_str(&format!(" Leading: \"{}\" ({}).", top.headline, count(top.sources.len(), "source", "sources")));
+        let sources = lang.count(top.sources.len(), Noun::Source);
+        s.push_str(&match lang {
+            Language::En => format!(" Leading: \"{}\" ({sources}).", top.headline),
+            Language::Ko => format!(" 주요 이슈: \"{}\" ({sources}).", top.headline),
+        });
     }
     s
 }
 
 pub(crate) fn changes(doc: &AnalysisDoc, prev: &AnalysisDoc, matched: &HashSet<usize>) -> Vec<String> {
-    let mut out = vec![format!(
-        "{} in this window against {} in the previous one ({}).",
-        count(doc.window_articles, "article", "articles"),
-        prev.window_articles,
-        super::fmt_datetime(prev.as_of)
-    )];
-    let fresh: Vec<&str> =
-        doc.stories.iter().filter(|s| s.status != StoryStatus::Update).map(|s| s.headline.as_str()).take(4).collect();
-    if !fresh.is_empty() {
-        out.push(format!("New since then: {}.", fresh.join("; ")));
-    }
-    let updates: Vec<&str> =
-        doc.stories.iter().filter(|s| s.status == StoryStatus::Update).map(|s| s.headline.as_str()).collect();
-    if !updates.is_empty() {
-        out.push(format!("Developing: {}.", updates.join("; ")));
-    }
-    let faded: Vec<&str> = prev
-        .stories
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !matched.contains(i))
-        .map(|(_, s)| s.headline.as_str())
-        .take(4)
-        .collect();
-    if !faded.is_empty() {
-        out.push(format!("No longer in the news: {}.", faded.join("; ")));
-    }
+    let lang = doc.language;
+    let (now, before, at) = (lang.count(doc.window_articles, Noun::Article), prev.window_articles, super::fmt_datetime(prev.as_of));
+    let mut out = vec![match lang {
+        Language::En => format!("{now} in this window against {before} in the previous one ({at})."),
+        Language::Ko => format!("이번 기간 {now}, 이전 기간 {before}건 ({at})."),
+    }];
+    let mut list = |label: &str, items: Vec<&str>| {
+        if !items.is_empty() {
+            out.push(format!("{}: {}.", lang.label(label), items.join("; ")));
+        }
+    };
+    list("New since then", doc.stories.iter().filter(|s| s.status != StoryStatus::Update).map(|s| s.headline.as_str()).take(4).collect());
+    list("Developing", doc.stories.iter().filter(|s| s.status == StoryStatus::Update).map(|s| s.headline.as_str()).collect());
+    list(
+        "No longer in the news",
+        prev.stories.iter().enumerate().filter(|(i, _)| !matched.contains(i)).map(|(_, s)| s.headline.as_str()).take(4).collect(),
+    );
     out
 }
 

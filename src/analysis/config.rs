@@ -22,6 +22,7 @@
 //! sources = []                     # empty: all sources
 //! keywords = []                    # empty: every article; else title/body must contain one (case-insensitive;
 //!                                  # whole words in Latin scripts, substrings in Hangul/CJK)
+//! language = "en"                 # the brief's language: "en" or "ko"
 //! relevance_weight = 1.0           # market relevance in the ranking (0: rank by sources, size, recency only)
 //! min_relevance = 0.0              # leave out stories less market-relevant than this (0..1)
 //! max_words = 600                  # the brief's length budget
@@ -120,6 +121,10 @@ pub struct ProfileConfig {
     /// Notification targets (names from `[[notify.targets]]`).
     #[serde(default)]
     pub targets: Vec<String>,
+    /// The language of the brief: "en" or "ko" (headings and labels of the built-in brief; an LLM is asked to
+    /// write in it). News text stays as published.
+    #[serde(default)]
+    pub language: crate::analysis::lang::Language,
     /// How much market relevance (0..1, from the lexicon) counts in the ranking against source diversity, size
     /// and recency (0: not at all).
     #[serde(default = "default_relevance_weight")]

@@ -28,6 +28,9 @@ pub struct AnalysisDoc {
     pub note: Option<String>,
     /// The analysis this one compares against.
     pub previous_analysis_id: Option<i64>,
+    /// The language the brief is written in (the profile's `language`).
+    #[serde(default)]
+    pub language: super::lang::Language,
     /// "What matters for markets": 3-5 lines at the top of the brief.
     #[serde(default)]
     pub lead: Vec<String>,

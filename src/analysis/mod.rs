@@ -14,6 +14,7 @@ mod brief;
 pub mod cluster;
 pub mod config;
 pub mod doc;
+pub mod lang;
 pub mod llm;
 pub mod market;
 pub mod signals;
@@ -294,6 +295,7 @@ fn render_prompt(
         stories => stories,
         previous => previous,
         schema => llm::ANSWER_SCHEMA,
+        language => doc.language.name(),
         begin => UNTRUSTED_BEGIN,
         end => UNTRUSTED_END,
     };
@@ -412,6 +414,7 @@ async fn analyze(app: &App, opts: &AnalyzeOptions, profile: ProfileConfig, as_of
         outlook: None,
         note: None,
         previous_analysis_id: previous_row.as_ref().map(|r| r.id),
+        language: profile.language,
         lead: Vec::new(),
         truncated: truncated.then(|| {
             format!(
@@ -679,6 +682,14 @@ async fn analyze(app: &App, opts: &AnalyzeOptions, profile: ProfileConfig, as_of
         } else {
             format!("{}, all about stories already reported.", brief::count(doc.window_articles, "article", "articles"))
         };
+        if doc.language == lang::Language::Ko {
+            let n = doc.language.count(doc.window_articles, lang::Noun::Article);
+            doc.summary = if doc.continuing.is_empty() {
+                format!("{n}, 프로필 조건에 맞는 이슈 없음.")
+            } else {
+                format!("{n}, 모두 이미 보고된 이슈.")
+            };
+        }
     }
 
     // The LLM, when configured: its answer must be valid JSON grounded in the input; else the built-in analysis.

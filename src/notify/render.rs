@@ -91,6 +91,13 @@ pub fn render_text(doc: &AnalysisDoc, format: Format, template: &str) -> anyhow:
     env.add_function("datetime", |ms: Option<i64>| ms.map(fmt_datetime).unwrap_or_else(|| "undated".into()));
     env.add_filter("pct", |x: f64| format!("{:.0}%", x * 100.0));
     env.add_function("arrow", |direction: String| crate::analysis::arrow(&direction));
+    // Labels and counts in the brief's language.
+    let lang = doc.language;
+    env.add_function("t", move |label: String| lang.label(&label).to_string());
+    env.add_function("n", move |count: usize, noun: String| -> Result<String, Error> {
+        let noun: crate::analysis::lang::Noun = noun.parse().map_err(|e: String| Error::new(ErrorKind::InvalidOperation, e))?;
+        Ok(lang.count(count, noun))
+    });
     env.add_function("tags", |story: minijinja::value::ViaDeserialize<crate::analysis::doc::Story>, n: usize| {
         crate::analysis::tag_line(&story, n)
     });
@@ -344,6 +351,42 @@ mod tests {
             "previous_analysis_id": 4
         }))
         .unwrap()
+    }
+
+    /// A Korean brief: Korean labels and counts; split for Slack and Discord by characters (not bytes), never
+    /// inside a character.
+    #[test]
+    fn korean_brief_renders_and_splits_by_characters() {
+        let mut doc = two_story_doc();
+        doc.language = crate::analysis::lang::Language::Ko;
+        doc.lead = vec!["USD rates ↑: 한국은행, 기준금리 0.25%p 인상".into()];
+        doc.stories[0].headline = "한국은행, 기준금리 0.25%p 인상…물가 우려".into();
+        doc.stories[0].analysis = "한국은행이 기준금리를 인상했다. ".repeat(400);
+        let text = render_text(&doc, Format::Markdown, DEFAULT_MESSAGE_TEMPLATE).unwrap();
+        assert!(text.starts_with("**시장 브리핑 · markets**"), "{text}");
+        assert!(text.contains("**시장에 중요한 것**") && text.contains("기사 12건") && text.contains("출처 2곳"), "{text}");
+        assert!(text.contains("가까운 과거 사례 없음."), "{text}");
+        assert!(text.len() > 3 * text.chars().count() / 2, "mostly multi-byte text");
+        for m in slack_messages("브리핑", &text, None) {
+            for b in m["blocks"].as_array().unwrap() {
+                if let Some(t) = b["text"]["text"].as_str() {
+                    assert!(t.chars().count() <= SLACK_MAX_SECTION);
+                }
+            }
+        }
+        let discord = discord_messages("브리핑", &text, None);
+        let mut rebuilt = String::new();
+        for m in &discord {
+            for e in m["embeds"].as_array().unwrap() {
+                let d = e["description"].as_str().unwrap();
+                assert!(d.chars().count() <= DISCORD_MAX_EMBED);
+                rebuilt.push_str(d);
+            }
+        }
+        // Nothing lost or cut inside a character: every Hangul syllable of the text is still there.
+        let hangul = |s: &str| s.chars().filter(|c| ('\u{ac00}'..='\u{d7a3}').contains(c)).count();
+        assert_eq!(hangul(&rebuilt), hangul(&text));
+        assert!(discord.len() >= 2 || discord[0]["embeds"].as_array().unwrap().len() >= 2, "long enough to split");
     }
 
     #[test]
