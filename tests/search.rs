@@ -42,7 +42,8 @@ async fn crawled_corpus_same_event_from_other_outlets_ranks_above_unrelated() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut config = Config::default();
     config.data_dir = dir.path().to_path_buf();
-    config.embed.model_dir = root.join("models/all-MiniLM-L6-v2");
+    // NEWSD_TEST_MODEL_DIR measures another model on the same test (e.g. models/multilingual-e5-small).
+    config.embed.model_dir = std::env::var_os("NEWSD_TEST_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("models/all-MiniLM-L6-v2"));
     config.embed.onnxruntime_library = root.join("models/onnxruntime/libonnxruntime.so.1.32.0");
     config.crawl.per_host_interval = Duration::ZERO;
     config.crawl.max_items_per_feed = 10_000;

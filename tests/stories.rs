@@ -129,10 +129,19 @@ fn two_pass_stories_beat_single_pass_average_link_on_labelled_days() {
     let verbose = std::env::var_os("NEWSD_STORIES_VERBOSE").is_some();
     let labels = labels();
     let all = corpus::load().expect("the test corpus is fetched by scripts/setup.sh (see README)");
-    let spec = ModelSpec::from_dir(&root().join("models/all-MiniLM-L6-v2")).unwrap();
+    // NEWSD_TEST_MODEL_DIR and NEWSD_STORIES_THRESHOLD measure another model (e.g. multilingual-e5-small, whose
+    // cosines run higher) at its own threshold; NEWSD_STORIES_SWEEP prints two-pass scores over thresholds.
+    let model_dir = std::env::var_os("NEWSD_TEST_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("models/all-MiniLM-L6-v2"));
+    let spec = ModelSpec::from_dir(&model_dir).unwrap();
     let max_tokens = spec.max_tokens;
     let mut model = Model::load(spec, &root().join("models/onnxruntime/libonnxruntime.so.1.32.0"), 2).unwrap();
-    let threshold = ProfileConfig::default().cluster_threshold;
+    let threshold = std::env::var("NEWSD_STORIES_THRESHOLD").ok().and_then(|t| t.parse().ok()).unwrap_or(ProfileConfig::default().cluster_threshold);
+    // NEWSD_STORIES_SWEEP=FROM: 12 thresholds from FROM in steps of 0.01.
+    let sweep: Vec<f32> = match std::env::var("NEWSD_STORIES_SWEEP").ok().and_then(|t| t.parse::<f32>().ok()) {
+        Some(from) => (0..12).map(|i| from + 0.01 * i as f32).collect(),
+        None => Vec::new(),
+    };
+    let mut swept: Vec<Score> = sweep.iter().map(|_| Score::default()).collect();
     let params = StoryParams::new(threshold);
     println!("profile default cluster_threshold {threshold}; {params:?}");
 
@@ -171,7 +180,7 @@ fn two_pass_stories_beat_single_pass_average_link_on_labelled_days() {
         let texts: Vec<String> = articles.iter().map(|a| newsd::embed::article_text(&a.title, &a.text, max_tokens)).collect();
         let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(16) {
-            let encodings: Vec<_> = chunk.iter().map(|t| model.tokenize(t).unwrap()).collect();
+            let encodings: Vec<_> = chunk.iter().map(|t| model.tokenize_as(newsd::embed::model::TextKind::Passage, t).unwrap()).collect();
             vectors.extend(model.infer(&encodings.iter().collect::<Vec<_>>()).unwrap());
         }
         let ents: Vec<Vec<String>> = articles.iter().map(|a| entities(a)).collect();
@@ -211,6 +220,12 @@ fn two_pass_stories_beat_single_pass_average_link_on_labelled_days() {
         }
         total_old.add(s_old);
         total_new.add(s_new);
+        for (th, acc) in sweep.iter().zip(swept.iter_mut()) {
+            acc.add(score(&ids, &cluster::stories(&vectors, &ents, &StoryParams::new(*th)), &event_of, &unsure).0);
+        }
+    }
+    for (th, s) in sweep.iter().zip(&swept) {
+        println!("sweep: threshold {th:.2}: precision {:.3} recall {:.3}, {} missed / {} wrong merges", s.precision(), s.recall(), s.missed_merges, s.wrong_merges);
     }
     println!(
         "all days: {labelled_articles} labelled articles, {} same-event pairs; single pass: precision {:.3} recall {:.3}, {} missed / {} wrong merges; two passes: precision {:.3} recall {:.3}, {} missed / {} wrong merges",
