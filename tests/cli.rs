@@ -120,3 +120,17 @@ fn bad_lexicon_file_is_refused_with_its_file_and_line() {
     let out = newsd(&config, &["status"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("extra.toml"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Both shipped configurations load and validate: the English one and the Korean one (multilingual model, Korean
+/// briefs, thresholds for that model).
+#[test]
+fn shipped_configs_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let en = newsd::Config::load(&root.join("newsd.toml")).unwrap_or_else(|e| panic!("newsd.toml: {e}"));
+    assert!(en.embed.model_dir.ends_with("all-MiniLM-L6-v2"));
+    let ko = newsd::Config::load(&root.join("newsd.ko.toml")).unwrap_or_else(|e| panic!("newsd.ko.toml: {e}"));
+    assert!(ko.embed.model_dir.ends_with("multilingual-e5-small"));
+    assert!(ko.analysis.profiles.iter().all(|p| p.language == newsd::analysis::lang::Language::Ko && p.cluster_threshold > 0.85));
+    assert!(ko.sources.iter().all(|s| s.language.as_deref() == Some("ko")));
+    assert_ne!(en.data_dir, ko.data_dir, "another model, another index");
+}
