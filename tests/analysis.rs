@@ -272,7 +272,7 @@ async fn analysis_on_the_real_corpus_with_and_without_an_llm() {
         }),
         profile("llm-good", |p| {
             p.max_stories = 10;
-            p.history_threshold = 0.3;
+            p.history_threshold = Some(0.3);
             p.targets = vec!["hook".into()];
         }),
         profile("llm-fixup", |p| p.max_stories = 3),

@@ -130,7 +130,16 @@ fn shipped_configs_load() {
     assert!(en.embed.model_dir.ends_with("all-MiniLM-L6-v2"));
     let ko = newsd::Config::load(&root.join("newsd.ko.toml")).unwrap_or_else(|e| panic!("newsd.ko.toml: {e}"));
     assert!(ko.embed.model_dir.ends_with("multilingual-e5-small"));
-    assert!(ko.analysis.profiles.iter().all(|p| p.language == newsd::analysis::lang::Language::Ko && p.cluster_threshold > 0.85));
+    assert!(ko.analysis.profiles.iter().all(|p| p.language == newsd::analysis::lang::Language::Ko));
+    // Thresholds follow the model: e5's folder declares its levels; MiniLM's declares none (the defaults).
+    let e5 = newsd::embed::model::ModelSpec::from_config(&ko).unwrap();
+    let t = ko.analysis.profiles[0].thresholds(&e5.similarity);
+    assert_eq!((t.cluster, t.history, t.recurring, t.duplicate), (0.88, 0.87, 0.90, 0.97));
+    let mini = newsd::embed::model::ModelSpec::from_config(&en).unwrap();
+    assert_eq!(en.analysis.profiles[0].thresholds(&mini.similarity), newsd::analysis::config::Thresholds::default());
+    let mut own = ko.analysis.profiles[0].clone();
+    own.cluster_threshold = Some(0.9);
+    assert_eq!(own.thresholds(&e5.similarity).cluster, 0.9, "a profile's own threshold wins");
     assert!(ko.sources.iter().all(|s| s.language.as_deref() == Some("ko")));
     assert_ne!(en.data_dir, ko.data_dir, "another model, another index");
 }

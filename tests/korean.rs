@@ -594,7 +594,7 @@ async fn korean_brief_with_a_hangul_keyword() {
         keywords: vec!["금리".into()],
         language: Language::Ko,
         window: Duration::from_secs(7 * 86_400),
-        cluster_threshold: E5_THRESHOLD,
+        // No thresholds: the model folder's [similarity] levels apply (story 0.88 = E5_THRESHOLD).
         ..ProfileConfig::default()
     }];
     let app = App::open(c).await.unwrap();

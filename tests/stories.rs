@@ -9,7 +9,6 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use newsd::analysis::cluster::{self, StoryParams};
-use newsd::analysis::config::ProfileConfig;
 use newsd::analysis::words;
 use newsd::embed::model::{Model, ModelSpec};
 use newsd::testkit::corpus::{self, CorpusArticle};
@@ -135,7 +134,7 @@ fn two_pass_stories_beat_single_pass_average_link_on_labelled_days() {
     let spec = ModelSpec::from_dir(&model_dir).unwrap();
     let max_tokens = spec.max_tokens;
     let mut model = Model::load(spec, &root().join("models/onnxruntime/libonnxruntime.so.1.32.0"), 2).unwrap();
-    let threshold = std::env::var("NEWSD_STORIES_THRESHOLD").ok().and_then(|t| t.parse().ok()).unwrap_or(ProfileConfig::default().cluster_threshold);
+    let threshold = std::env::var("NEWSD_STORIES_THRESHOLD").ok().and_then(|t| t.parse().ok()).unwrap_or(newsd::analysis::config::Thresholds::default().cluster);
     // NEWSD_STORIES_SWEEP=FROM: 12 thresholds from FROM in steps of 0.01.
     let sweep: Vec<f32> = match std::env::var("NEWSD_STORIES_SWEEP").ok().and_then(|t| t.parse::<f32>().ok()) {
         Some(from) => (0..12).map(|i| from + 0.01 * i as f32).collect(),

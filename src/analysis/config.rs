@@ -29,7 +29,9 @@
 //! continuing_window = "7days"      # same-event coverage this far back is "continuing", not an analogue
 //! max_stories = 8
 //! similar_k = 5
-//! cluster_threshold = 0.6          # cosine (average link) to group articles into one story
+//! cluster_threshold = 0.6          # cosine (average link) to group articles into one story; unset: the model's
+//!                                  # `[similarity] story` in newsd-model.toml, else 0.6 (likewise history_threshold,
+//!                                  # recurring_threshold, duplicate_threshold: 0.45, 0.6, 0.95)
 //! targets = ["team-slack"]
 //! ```
 use std::time::Duration;
@@ -97,18 +99,20 @@ pub struct ProfileConfig {
     /// Similar earlier articles retrieved per story.
     #[serde(default = "default_similar_k")]
     pub similar_k: usize,
-    /// Average-link cosine similarity above which articles are the same story.
-    #[serde(default = "default_cluster_threshold")]
-    pub cluster_threshold: f32,
-    /// Earlier articles at least this similar count as history of a story.
-    #[serde(default = "default_history_threshold")]
-    pub history_threshold: f32,
-    /// A story is "recurring" when its best earlier article is at least this similar.
-    #[serde(default = "default_recurring_threshold")]
-    pub recurring_threshold: f32,
-    /// Earlier articles this similar to the story are near-duplicates (reposts), not history.
-    #[serde(default = "default_duplicate_threshold")]
-    pub duplicate_threshold: f32,
+    /// Average-link cosine similarity above which articles are the same story. Unset: the model's
+    /// `[similarity] story` (newsd-model.toml), else 0.6 (all-MiniLM-L6-v2's scale).
+    #[serde(default)]
+    pub cluster_threshold: Option<f32>,
+    /// Earlier articles at least this similar count as history of a story (model's `history`, else 0.45).
+    #[serde(default)]
+    pub history_threshold: Option<f32>,
+    /// A story is "recurring" when its best earlier article is at least this similar (model's `recurring`, else 0.6).
+    #[serde(default)]
+    pub recurring_threshold: Option<f32>,
+    /// Earlier articles this similar to the story are near-duplicates (reposts), not history (model's
+    /// `duplicate`, else 0.95).
+    #[serde(default)]
+    pub duplicate_threshold: Option<f32>,
     /// Prompt template file (built in: `market_analysis.j2`).
     #[serde(default = "default_template")]
     pub template: String,
@@ -166,17 +170,34 @@ fn default_min_story_articles() -> usize {
 fn default_similar_k() -> usize {
     5
 }
-fn default_cluster_threshold() -> f32 {
-    0.6
+
+/// The cosine levels an analysis uses: the profile's, else the model's declared ones, else these defaults
+/// (measured on all-MiniLM-L6-v2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub cluster: f32,
+    pub history: f32,
+    pub recurring: f32,
+    pub duplicate: f32,
 }
-fn default_history_threshold() -> f32 {
-    0.45
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds { cluster: 0.6, history: 0.45, recurring: 0.6, duplicate: 0.95 }
+    }
 }
-fn default_recurring_threshold() -> f32 {
-    0.6
-}
-fn default_duplicate_threshold() -> f32 {
-    0.95
+
+impl ProfileConfig {
+    /// The thresholds in force for vectors of a model declaring `model` levels.
+    pub fn thresholds(&self, model: &crate::embed::model::Similarity) -> Thresholds {
+        let d = Thresholds::default();
+        Thresholds {
+            cluster: self.cluster_threshold.or(model.story).unwrap_or(d.cluster),
+            history: self.history_threshold.or(model.history).unwrap_or(d.history),
+            recurring: self.recurring_threshold.or(model.recurring).unwrap_or(d.recurring),
+            duplicate: self.duplicate_threshold.or(model.duplicate).unwrap_or(d.duplicate),
+        }
+    }
 }
 fn default_template() -> String {
     "market_analysis.j2".into()
@@ -303,7 +324,10 @@ impl AnalysisConfig {
                 ("history_threshold", p.history_threshold),
                 ("recurring_threshold", p.recurring_threshold),
                 ("duplicate_threshold", p.duplicate_threshold),
-            ] {
+            ]
+            .into_iter()
+            .filter_map(|(w, v)| v.map(|v| (w, v)))
+            {
                 if !(v > 0.0 && v <= 1.0) {
                     return Err((Some(what.into()), format!("analysis profile {:?}: {what} must be in (0, 1], not {v}", p.name)));
                 }

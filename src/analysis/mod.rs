@@ -455,13 +455,15 @@ async fn analyze(app: &App, opts: &AnalyzeOptions, profile: ProfileConfig, as_of
         // Grouping is CPU work (O(n^2) in the window): off the async runtime.
         let vecs: Vec<Vec<f32>> = articles.iter().map(|a| vectors[&a.id].clone()).collect();
         let entity_texts: Vec<String> = articles.iter().map(entity_text).collect();
-        let params = cluster::StoryParams::new(profile.cluster_threshold);
+        // The cosine levels of this model (its newsd-model.toml), unless the profile sets its own.
+        let th = profile.thresholds(&compute.similarity());
+        let params = cluster::StoryParams::new(th.cluster);
         let (groups, vecs, ents) = tokio::task::spawn_blocking(move || {
             let ents: Vec<Vec<String>> = entity_texts.iter().map(|t| words::entities(t)).collect();
             (cluster::stories(&vecs, &ents, &params), vecs, ents)
         })
         .await?;
-        tracing::info!(stories = groups.len(), threshold = profile.cluster_threshold, "clustered");
+        tracing::info!(stories = groups.len(), threshold = th.cluster, "clustered");
 
         let span_ms = (window_to - window_from).max(1) as f64;
         let mut drafts: Vec<Draft> = groups
@@ -562,7 +564,7 @@ async fn analyze(app: &App, opts: &AnalyzeOptions, profile: ProfileConfig, as_of
                 .map(|(s, (ids, c))| cluster::StoryKey { articles: ids, centroid: c.as_deref(), entities: &s.entities })
                 .collect();
             // A strong centroid match plus shared entities, or shared articles.
-            let strong = (profile.cluster_threshold + 0.1).min(0.95);
+            let strong = (th.cluster + 0.1).min(0.95);
             for d in drafts.iter_mut() {
                 let mine: Vec<i64> = d.articles.iter().map(|a| a.id).collect();
                 let key = cluster::StoryKey { articles: &mine, centroid: Some(&d.centroid), entities: &d.entities };
@@ -600,8 +602,8 @@ async fn analyze(app: &App, opts: &AnalyzeOptions, profile: ProfileConfig, as_of
                 let Some(a) = rows.get(&h.article_id) else { continue };
                 let t = a.title.trim().to_lowercase();
                 if published(a) >= window_from
-                    || h.score < profile.history_threshold
-                    || h.score >= profile.duplicate_threshold
+                    || h.score < th.history
+                    || h.score >= th.duplicate
                     || own_titles.contains(&t)
                     || !seen_titles.insert(t)
                 {
@@ -613,7 +615,7 @@ async fn analyze(app: &App, opts: &AnalyzeOptions, profile: ProfileConfig, as_of
                 // distinctive entity, or a little less close sharing two) or nothing: an analogue is an earlier
                 // episode, so older.
                 if age <= continuing_ms {
-                    let ct = profile.cluster_threshold;
+                    let ct = th.cluster;
                     let same_event = (h.score >= ct && (shared >= 1 || h.score >= ct + 0.1))
                         || (h.score >= ct - 0.1 && shared >= 2);
                     if same_event && d.earlier.len() < profile.similar_k {
@@ -626,7 +628,7 @@ async fn analyze(app: &App, opts: &AnalyzeOptions, profile: ProfileConfig, as_of
             if d.status != StoryStatus::Update {
                 d.status = if !d.earlier.is_empty() {
                     StoryStatus::Continuing
-                } else if d.analogues.first().is_some_and(|(_, s)| *s >= profile.recurring_threshold) {
+                } else if d.analogues.first().is_some_and(|(_, s)| *s >= th.recurring) {
                     StoryStatus::Recurring
                 } else {
                     StoryStatus::New

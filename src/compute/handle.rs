@@ -28,7 +28,7 @@ pub struct EngineInfo {
     pub owner: bool,
 }
 
-pub use crate::embed::model::TextKind;
+pub use crate::embed::model::{Similarity, TextKind};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, ComputeError>>;
 
@@ -50,6 +50,9 @@ pub(super) struct Shared {
     /// Switched once at most (`activate`); an `Arc<str>` so readers clone it cheaply.
     pub serving_version: RwLock<Arc<str>>,
     pub serving_dims: AtomicUsize,
+    /// The serving model's declared similarity levels (switched with the version).
+    pub serving_similarity: RwLock<Similarity>,
+    pub target_similarity: Similarity,
     pub target_version: Arc<str>,
     pub target_dims: usize,
     pub settings: ThreadSettings,
@@ -131,6 +134,11 @@ impl ComputeHandle {
         self.shared.serving_dims.load(Ordering::Relaxed)
     }
 
+    /// The serving model's declared similarity levels (`[similarity]` in its `newsd-model.toml`).
+    pub fn similarity(&self) -> Similarity {
+        *self.shared.serving_similarity.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The model version that serves searches (the vectors `embed` returns).
     pub fn model_version(&self) -> String {
         self.shared.serving_version.read().unwrap_or_else(|e| e.into_inner()).to_string()
@@ -177,6 +185,7 @@ impl ComputeHandle {
         let mut v = self.shared.serving_version.write().unwrap_or_else(|e| e.into_inner());
         *v = Arc::from(version);
         self.shared.serving_dims.store(self.shared.target_dims, Ordering::Relaxed);
+        *self.shared.serving_similarity.write().unwrap_or_else(|e| e.into_inner()) = self.shared.target_similarity;
         Ok(())
     }
 

@@ -110,6 +110,8 @@ pub async fn start(config: &Config, store: &Store) -> anyhow::Result<ComputeHand
             tx,
             serving_version: RwLock::new(Arc::from(serving.version.as_str())),
             serving_dims: AtomicUsize::new(serving.dims),
+            serving_similarity: RwLock::new(serving.similarity),
+            target_similarity: target.similarity,
             target_version: Arc::from(target.version.as_str()),
             target_dims: target.dims,
             settings,

@@ -40,6 +40,7 @@ pub struct ModelSpec {
     pub query_prefix: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub passage_prefix: String,
+    pub similarity: Similarity,
 }
 
 /// Cache of model file digests in the data directory (hashing a 90 MB model costs ~0.3 s per process start).
@@ -99,10 +100,27 @@ struct ModelFile {
     max_tokens: Option<usize>,
     normalize: Option<bool>,
     version: Option<String>,
+    /// Similarity levels that mean something for this model's cosines (see [`Similarity`]).
+    similarity: Option<Similarity>,
     /// Put before search queries (e5: "query: ").
     query_prefix: Option<String>,
     /// Put before documents (e5: "passage: ").
     passage_prefix: Option<String>,
+}
+
+/// Cosine levels for this model's vectors, declared in `[similarity]` of `newsd-model.toml`: models differ (e5's
+/// unrelated news sits at ~0.8, MiniLM's at ~0.2), so analysis profiles take these unless they set their own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Similarity {
+    /// Articles this close (average link) are one story.
+    pub story: Option<f32>,
+    /// Earlier articles this close are a story's history.
+    pub history: Option<f32>,
+    /// A story whose closest earlier episode is this close is recurring.
+    pub recurring: Option<f32>,
+    /// This close is a repost, not history.
+    pub duplicate: Option<f32>,
 }
 
 /// What a text is to the model: models trained with prefixes (e5) embed queries and documents differently.
@@ -219,6 +237,7 @@ impl ModelSpec {
             normalize: mf.normalize.unwrap_or(true),
             version,
             legacy_version,
+            similarity: mf.similarity.unwrap_or_default(),
             query_prefix: mf.query_prefix.unwrap_or_default(),
             passage_prefix: mf.passage_prefix.unwrap_or_default(),
         })
