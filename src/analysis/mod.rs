@@ -738,7 +738,7 @@ async fn analyze(app: &App, opts: &AnalyzeOptions, profile: ProfileConfig, as_of
                 Ok(o) => {
                     apply_answer(&mut doc, o.answer);
                     doc.mode = "llm".into();
-                    doc.model = Some(o.model.unwrap_or_else(|| cfg.model.clone()));
+                    doc.model = Some(model_name(&cfg.model, o.model.as_deref()));
                     doc.dropped_claims = o.dropped_claims;
                     doc.response_format = Some(o.response_format.as_str().to_string());
                     for (rank, ids) in o.citations {
@@ -814,6 +814,17 @@ async fn analyze(app: &App, opts: &AnalyzeOptions, profile: ProfileConfig, as_of
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The model named in the brief: the configured name, or when that is the placeholder "default", what the server
+/// reported, without a directory (llama.cpp reports the model file's path).
+fn model_name(configured: &str, reported: Option<&str>) -> String {
+    match reported {
+        Some(r) if configured == "default" && !r.trim().is_empty() => {
+            r.rsplit(['/', '\\']).next().unwrap_or(r).to_string()
+        }
+        _ => configured.to_string(),
+    }
 }
 
 /// The stories as the prompt shows them under a trim.
@@ -941,6 +952,13 @@ mod tests {
         assert!(p.user.contains("\n## Story 1:") && p.user.contains("\n## Story 2:"), "{}", p.user);
         assert!(!p.user.contains("NEWS>>>##"), "{}", p.user);
         assert_eq!(p.user.matches(UNTRUSTED_BEGIN).count(), p.user.matches(UNTRUSTED_END).count());
+    }
+
+    #[test]
+    fn brief_names_the_model_without_a_path() {
+        assert_eq!(model_name("default", Some("/home/u/.cache/llama/gemma-3-270m.gguf")), "gemma-3-270m.gguf");
+        assert_eq!(model_name("qwen2.5-7b", Some("/models/x.gguf")), "qwen2.5-7b");
+        assert_eq!(model_name("default", None), "default");
     }
 
     #[test]
