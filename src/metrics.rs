@@ -56,6 +56,10 @@ pub struct Metrics {
     /// Notifications waiting for delivery, and dead-lettered ones (refreshed from the database at most every 15 s, when scraped).
     pub notifications_pending: Gauge,
     pub notifications_dead: Gauge,
+    /// HTTP API and dashboard requests by route and status code.
+    pub api_requests: Family<Labels, Counter>,
+    /// Requests answered 503 because the compute worker's queue was full (explicit backpressure).
+    pub api_busy: Counter,
 }
 
 #[derive(Clone)]
@@ -97,6 +101,10 @@ impl Metrics {
         r.register("newsd_notifications_pending", "Notifications waiting for delivery", notifications_pending.clone());
         let notifications_dead = Gauge::default();
         r.register("newsd_notifications_dead", "Dead-lettered notifications", notifications_dead.clone());
+        let api_requests = Family::<Labels, Counter>::default();
+        r.register("newsd_api_requests", "HTTP API and dashboard requests by route and status", api_requests.clone());
+        let api_busy = Counter::default();
+        r.register("newsd_api_busy", "Requests answered 503 because the compute queue was full", api_busy.clone());
         Metrics {
             registry: Mutex::new(r),
             named: Mutex::new(HashMap::new()),
@@ -115,6 +123,8 @@ impl Metrics {
             compute_queue_depth,
             notifications_pending,
             notifications_dead,
+            api_requests,
+            api_busy,
         }
     }
 

@@ -1,12 +1,12 @@
 //! `newsd status`: sources with health and counts, pending work (stable JSON document).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::schedule::JobSpec;
 use crate::store::SourceHealth;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
     pub database: String,
     pub articles: i64,
@@ -27,7 +27,7 @@ pub struct Status {
     pub schedule_error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct DaemonStatus {
     pub running: bool,
     pub pid: Option<i64>,
@@ -38,12 +38,12 @@ pub struct DaemonStatus {
     pub http_addr: Option<String>,
     /// Where `jobs` comes from: `daemon` (the schedule the daemon runs) or `files` (no daemon, or it has not
     /// recorded its schedule yet).
-    pub jobs_from: &'static str,
+    pub jobs_from: String,
     /// Why the daemon's schedule could not be shown, when a daemon runs and it cannot.
     pub note: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub name: String,
     pub task: String,
@@ -55,6 +55,8 @@ pub struct JobStatus {
     /// Unix ms of the next fire time (enabled scheduled jobs).
     pub next_run_at: Option<i64>,
     pub last_run_at: Option<i64>,
+    /// ok | failed | timeout | panicked | skipped | interrupted | running
+    #[schema(value_type = Option<String>)]
     pub last_outcome: Option<crate::store::RunOutcome>,
     pub last_error: Option<String>,
     pub last_success_at: Option<i64>,
@@ -69,7 +71,7 @@ async fn daemon(app: &App) -> anyhow::Result<(DaemonStatus, Option<Vec<JobSpec>>
         started_at: None,
         schedule_applied_at: None,
         http_addr: None,
-        jobs_from: "files",
+        jobs_from: "files".into(),
         note: None,
     };
     let Some(holder) = crate::daemon::lock::holder(&app.config.data_dir())? else { return Ok((d, None)) };
@@ -86,7 +88,7 @@ async fn daemon(app: &App) -> anyhow::Result<(DaemonStatus, Option<Vec<JobSpec>>
     d.http_addr = st.http_addr.clone();
     match serde_json::from_str::<Vec<JobSpec>>(&st.schedule) {
         Ok(jobs) => {
-            d.jobs_from = "daemon";
+            d.jobs_from = "daemon".into();
             Ok((d, Some(jobs)))
         }
         Err(e) => {
@@ -144,6 +146,12 @@ async fn jobs(app: &App, running: Option<Vec<JobSpec>>) -> anyhow::Result<(Vec<J
     Ok((out, error))
 }
 
+/// The jobs part of [`collect`] alone (the API's /api/jobs), and the schedule files' error if any.
+pub async fn job_statuses(app: &App) -> anyhow::Result<(Vec<JobStatus>, Option<String>)> {
+    let (_, running) = daemon(app).await?;
+    jobs(app, running).await
+}
+
 pub async fn collect(app: &App) -> anyhow::Result<Status> {
     let store = &app.store;
     // Make configured sources visible even before their first crawl.
@@ -194,7 +202,7 @@ pub fn print_human(s: &Status) {
         }
     }
     let d = &s.daemon;
-    match (d.running, d.jobs_from) {
+    match (d.running, d.jobs_from.as_str()) {
         (false, _) => println!("daemon: not running (jobs as the schedule files define them)"),
         (true, "daemon") => println!(
             "daemon: running, pid {}, since {}; schedule applied {}{}",

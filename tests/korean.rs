@@ -3,7 +3,7 @@
 //! versions of eight of them, and Japanese and Chinese pages for the charset cases). Nothing is mocked:
 //! - the real crawler reads them over HTTP from 127.0.0.1 as UTF-8 pages, EUC-KR pages declared in the header or a
 //!   meta tag, EUC-KR pages declared nowhere, and EUC-KR RSS feeds declared in the XML prolog (with and without
-//!   full-text pages), plus Shift_JIS and GBK pages declared nowhere: every title and body stored exactly;
+//!   full-text pages), plus Shift_JIS, GBK, Big5, windows-1251 and UTF-16 (BOM) pages declared nowhere: every title and body stored exactly;
 //! - the real multilingual-e5-small (queries and passages with its prefixes, through the compute worker) finds the
 //!   same event among the Korean articles, and across Korean and English; all-MiniLM-L6-v2 measured beside it;
 //! - `cluster::stories` groups each event's Korean articles into one story (the threshold measured for e5);
@@ -185,6 +185,11 @@ fn rss(encoding: &str, items: &[(String, String, String, String)]) -> String {
 }
 
 fn encode(enc: &'static encoding_rs::Encoding, text: &str) -> Vec<u8> {
+    if enc == encoding_rs::UTF_16LE {
+        // encoding_rs decodes UTF-16 but never encodes it: a byte-order mark and the code units, as Windows tools
+        // save "Unicode" HTML.
+        return [0xFF, 0xFE].into_iter().chain(text.encode_utf16().flat_map(|u| u.to_le_bytes())).collect();
+    }
     let (bytes, used, errors) = enc.encode(text);
     assert!(!errors && used == enc, "{} cannot encode the text", enc.name());
     bytes.into_owned()
@@ -259,7 +264,7 @@ async fn korean_pages_and_feeds_in_every_encoding_are_stored_exactly() {
         }
         sources.push(source(mode, server.url(&feed), mode != "euckr-feed-text", "ko"));
     }
-    // Japanese (Shift_JIS) and Chinese (GBK) pages declared nowhere, listed by a UTF-8 feed without titles.
+    // Japanese (Shift_JIS), Chinese (GBK, Big5), Russian (windows-1251) and UTF-16 (byte-order mark only) pages declared nowhere, listed by a UTF-8 feed without titles.
     let mut other_items = Vec::new();
     for (k, o) in f.other.iter().enumerate() {
         let enc = encoding_rs::Encoding::for_label(o.encoding.as_bytes()).unwrap();
@@ -317,7 +322,7 @@ async fn korean_pages_and_feeds_in_every_encoding_are_stored_exactly() {
     }
     let mut modes: Vec<_> = exact.iter().collect();
     modes.sort();
-    println!("korean charset: exact title+body+date per mode {modes:?}; Shift_JIS/GBK undeclared {other_exact}/{}", f.other.len());
+    println!("korean charset: exact title+body+date per mode {modes:?}; Shift_JIS/GBK/Big5/windows-1251/UTF-16LE undeclared {other_exact}/{}", f.other.len());
     assert!(failures.is_empty(), "{} not stored exactly:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(exact.values().map(|e| e.0).sum::<usize>(), ko.len());
 }

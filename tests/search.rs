@@ -263,7 +263,9 @@ async fn concurrent_cli_searches_beside_a_crawling_daemon_never_write_or_break_t
                 std::process::Command::new(bin)
                     .arg("--config")
                     .arg(&config_path)
-                    .args(["search", title, "-k", "3", "--json"])
+                    // --local: each process loads the index files the daemon is saving (the point of this test);
+                    // without it the CLI would ask the daemon (tests/api.rs covers that path).
+                    .args(["--local", "search", title, "-k", "3", "--json"])
                     .env("RUST_LOG", "info")
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())

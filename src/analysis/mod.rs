@@ -54,13 +54,13 @@ pub struct AnalyzeOptions {
 }
 
 /// The rendered chat messages.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RenderedPrompt {
     pub system: String,
     pub user: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AnalyzeReport {
     /// None for a dry run.
     pub analysis_id: Option<i64>,

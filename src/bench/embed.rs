@@ -39,6 +39,10 @@ pub struct EmbedBenchArgs {
     /// Model folder (default: the config's).
     #[arg(long)]
     pub model_dir: Option<std::path::PathBuf>,
+    /// Also run this model folder on the same articles, in a child process of its own (so each RSS is its own), and
+    /// print the speed and memory ratios of the two in this run.
+    #[arg(long)]
+    pub compare_model_dir: Option<std::path::PathBuf>,
 }
 
 extern "C" {
@@ -205,6 +209,54 @@ pub async fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
         python,
         python_src
     );
+    if let Some(other) = &args.compare_model_dir {
+        compare(args, other, per_thread, peak)?;
+    }
+    Ok(())
+}
+
+/// Runs `bench embed` on `other` in a child process with the same settings and prints both figures and their ratio.
+fn compare(args: &EmbedBenchArgs, other: &std::path::Path, per_thread: f64, peak: u64) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["bench", "embed", "--articles", &args.articles.to_string(), "--threads", &args.threads.to_string()]);
+    cmd.arg("--model-dir").arg(other);
+    if let Some(b) = args.batch_size {
+        cmd.args(["--batch-size", &b.to_string()]);
+    }
+    let out = cmd.output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("--- {} (child process, same articles and settings)", other.display());
+    for line in text.lines().filter(|l| l.starts_with("model ") || l.starts_with("embedded") || l.starts_with("RSS")) {
+        println!("{line}");
+    }
+    let rate = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT embed: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok());
+    let other_peak = text
+        .lines()
+        .find(|l| l.starts_with("RSS:"))
+        .and_then(|l| l.rsplit("peak ").next())
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok());
+    match (rate, other_peak) {
+        (Some(r), Some(p)) => println!(
+            "RESULT embed compare: {:.2} vs {:.2} articles/s/thread = {:.2}x; peak RSS {:.0} vs {:.0} MiB",
+            r,
+            per_thread,
+            r / per_thread,
+            p,
+            mib(peak)
+        ),
+        _ => anyhow::bail!(
+            "bench embed on {} failed ({}): {}",
+            other.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+        ),
+    }
     Ok(())
 }
 

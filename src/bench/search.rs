@@ -31,6 +31,9 @@ pub struct SearchBenchArgs {
     /// Skip the HNSW part (its build takes a couple of minutes on one thread).
     #[arg(long)]
     pub no_hnsw: bool,
+    /// Model folder (default: the config's); its dimensions size the index and its load counts in the RSS.
+    #[arg(long)]
+    pub model_dir: Option<std::path::PathBuf>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -46,6 +49,9 @@ pub async fn run(args: &SearchBenchArgs) -> anyhow::Result<()> {
     let base_dir = std::env::temp_dir().join(format!("newsd-bench-search-base-{}", std::process::id()));
     let mut cfg = Config::default();
     cfg.data_dir = base_dir.clone();
+    if let Some(m) = &args.model_dir {
+        cfg.embed.model_dir = m.clone();
+    }
     let app = App::open(cfg).await?;
     let h = app.compute().await?;
     let texts: Vec<String> = all.iter().filter(|a| a.text.len() > 200).step_by(14).take(256).map(|a| article_text(&a.title, &a.text, 256)).collect();
@@ -76,6 +82,9 @@ pub async fn run(args: &SearchBenchArgs) -> anyhow::Result<()> {
         cfg.data_dir = dir.clone();
         cfg.index.kind = kind.into();
         cfg.index.save_every = usize::MAX;
+        if let Some(m) = &args.model_dir {
+            cfg.embed.model_dir = m.clone();
+        }
         let app = App::open(cfg.clone()).await?;
         let h = app.compute().await?;
         let version = h.model_version().to_string();

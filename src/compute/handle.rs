@@ -103,6 +103,20 @@ impl ComputeHandle {
         Ok(v.pop().unwrap_or_default())
     }
 
+    /// [`Self::embed_query`] that does not wait for room in the queue: with the queue full it fails at once with
+    /// [`ComputeError::Busy`] (explicit backpressure for the HTTP API; the CLI and the jobs wait instead).
+    pub async fn try_embed_query(&self, query: &str) -> Result<Vec<f32>, ComputeError> {
+        let (tx, rx) = oneshot::channel();
+        let request = Request::Embed { version: None, kind: TextKind::Query, texts: vec![query.to_string()], reply: tx };
+        match self.shared.tx.try_send(request) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(ComputeError::Busy(self.shared.tx.max_capacity())),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
+        }
+        let mut v = rx.await.map_err(|_| no_answer())??;
+        Ok(v.pop().unwrap_or_default())
+    }
+
     /// Embeds with a given model version (the serving one or the one being built).
     pub async fn embed_with(&self, version: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ComputeError> {
         if texts.is_empty() {
@@ -126,6 +140,17 @@ impl ComputeHandle {
                 Err(oneshot::error::TryRecvError::Empty) => std::hint::spin_loop(),
                 Err(oneshot::error::TryRecvError::Closed) => break,
             }
+        }
+        rx.await.map_err(|_| no_answer())?
+    }
+
+    /// [`Self::search`] that fails with [`ComputeError::Busy`] instead of waiting for room in the queue.
+    pub async fn try_search(&self, query: Vec<f32>, k: usize, filter: SearchFilter) -> Result<Vec<Hit>, ComputeError> {
+        let (tx, rx) = oneshot::channel();
+        match self.shared.tx.try_send(Request::Search { query, k, filter, reply: tx }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(ComputeError::Busy(self.shared.tx.max_capacity())),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
         }
         rx.await.map_err(|_| no_answer())?
     }

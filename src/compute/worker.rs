@@ -329,7 +329,9 @@ impl Worker {
         }
         items.retain(|(id, _, _)| self.jobs.iter().any(|j| j.id == *id));
         items.sort_by_key(|(_, _, enc)| enc.get_ids().len());
-        for chunk in items.chunks(batch) {
+        let lengths: Vec<usize> = items.iter().map(|(_, _, enc)| enc.get_ids().len()).collect();
+        for range in attention_batches(&lengths, batch) {
+            let chunk = &items[range];
             let result = {
                 let engine = match self.engines.iter_mut().find(|e| e.index.version == version) {
                     Some(e) => e,
@@ -387,6 +389,30 @@ impl Worker {
             }
         }
     }
+}
+
+/// The attention cells (texts x tokens^2) one batch may hold: `embed.batch_size` texts of 256 tokens. Attention
+/// activations grow with the square of the length, so a model that reads 512 tokens (multilingual-e5-small) would
+/// need 4x the memory per batch of 8 long articles (~300 MB more RSS, measured); its long texts run in smaller
+/// batches instead, at the same cost per token.
+const ATTENTION_TOKENS: usize = 256;
+
+/// Splits texts sorted by token count (`lengths`, ascending) into consecutive batches of at most `batch` texts
+/// whose padded attention (texts x longest^2) stays within `batch` x 256^2; a text longer than that runs alone.
+pub(super) fn attention_batches(lengths: &[usize], batch: usize) -> Vec<std::ops::Range<usize>> {
+    let budget = batch.max(1) * ATTENTION_TOKENS * ATTENTION_TOKENS;
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < lengths.len() {
+        let mut end = start + 1;
+        // Sorted ascending: the last text of a batch is its longest (the padded length).
+        while end < lengths.len() && end - start < batch.max(1) && (end + 1 - start) * lengths[end] * lengths[end] <= budget {
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
 }
 
 /// Starts the worker thread: takes the index lock if no other process holds it, loads the models and the saved
@@ -449,4 +475,33 @@ pub(super) fn spawn(
         })
         .map_err(|e| ComputeError::Unavailable(format!("starting the compute thread: {e}")))?;
     Ok((tx, thread, init_rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attention_batches;
+
+    #[test]
+    fn short_texts_fill_whole_batches_and_long_ones_run_in_smaller_ones() {
+        // 256 tokens or fewer: plain batches of 8.
+        let short = vec![100; 20];
+        assert_eq!(attention_batches(&short, 8), vec![0..8, 8..16, 16..20]);
+        // 512 tokens: a quarter of the attention budget each, so 2 per batch.
+        let long = vec![512; 5];
+        assert_eq!(attention_batches(&long, 8), vec![0..2, 2..4, 4..5]);
+        // Mixed (sorted): the short ones batch fully; the long tail splits.
+        let mut mixed = vec![64; 10];
+        mixed.extend([300, 300, 300, 300, 512, 512, 512]);
+        let b = attention_batches(&mixed, 8);
+        let covered: usize = b.iter().map(|r| r.len()).sum();
+        assert_eq!(covered, mixed.len());
+        for r in &b {
+            let longest = mixed[r.end - 1];
+            assert!(r.len() == 1 || r.len() * longest * longest <= 8 * 256 * 256, "{r:?}");
+            assert!(r.len() <= 8);
+        }
+        // A text longer than the whole budget still runs (alone).
+        assert_eq!(attention_batches(&[2000, 3000], 1), vec![0..1, 1..2]);
+        assert!(attention_batches(&[], 8).is_empty());
+    }
 }

@@ -36,7 +36,11 @@ pub enum FiredBy {
     Missed,
     /// A tick that arrived while the previous run was running (`overlap = "queue"`).
     Queued,
+    /// "Run now" from the HTTP API, the dashboard or the CLI through the daemon.
+    Manual,
 }
+
+pub use crate::schedule::fire::{FireAccepted, RunEnd};
 
 impl FiredBy {
     pub fn as_str(self) -> &'static str {
@@ -51,6 +55,15 @@ struct Fire {
     spec: Arc<JobSpec>,
     fired_by: FiredBy,
     scheduled_at: Option<DateTime<Utc>>,
+    done: Option<tokio::sync::oneshot::Sender<RunEnd>>,
+}
+
+impl Fire {
+    fn report(&mut self, end: RunEnd) {
+        if let Some(d) = self.done.take() {
+            let _ = d.send(end);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -109,20 +122,34 @@ impl Executor {
     }
 
     /// Starts a run of `spec` (non-blocking), applying its overlap policy.
-    pub fn fire(self: &Arc<Self>, spec: Arc<JobSpec>, fired_by: FiredBy, scheduled_at: Option<DateTime<Utc>>) {
+    pub fn fire(self: &Arc<Self>, spec: Arc<JobSpec>, fired_by: FiredBy, scheduled_at: Option<DateTime<Utc>>) -> FireAccepted {
+        self.fire_inner(Fire { spec, fired_by, scheduled_at, done: None })
+    }
+
+    /// [`Self::fire`] that also says how the run ended (a skipped fire ends at once as `skipped`; the receiver
+    /// fails when the daemon stopped before running it).
+    pub fn fire_tracked(
+        self: &Arc<Self>,
+        spec: Arc<JobSpec>,
+        fired_by: FiredBy,
+    ) -> (FireAccepted, tokio::sync::oneshot::Receiver<RunEnd>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (self.fire_inner(Fire { spec, fired_by, scheduled_at: None, done: Some(tx) }), rx)
+    }
+
+    fn fire_inner(self: &Arc<Self>, fire: Fire) -> FireAccepted {
         if self.is_stopping() {
-            tracing::debug!(job = %spec.name, "shutting down; tick ignored");
-            return;
+            tracing::debug!(job = %fire.spec.name, "shutting down; tick ignored");
+            return FireAccepted::Stopping;
         }
-        let fire = Fire { spec, fired_by, scheduled_at };
         let mut inner = self.lock();
         let state = inner.jobs.entry(fire.spec.name.clone()).or_default();
         if state.running {
             let reason = match fire.spec.overlap {
                 Overlap::Queue if state.queued.is_none() => {
                     tracing::info!(job = %fire.spec.name, "previous run still running; queued one run");
-                    state.queued = Some(Fire { fired_by: FiredBy::Queued, ..fire });
-                    return;
+                    state.queued = Some(Fire { fired_by: if fire.fired_by == FiredBy::Manual { FiredBy::Manual } else { FiredBy::Queued }, ..fire });
+                    return FireAccepted::Queued;
                 }
                 Overlap::Queue => "previous run still running and one run already queued",
                 Overlap::Skip => "previous run still running",
@@ -130,8 +157,12 @@ impl Executor {
             drop(inner);
             tracing::info!(job = %fire.spec.name, "{reason}; tick skipped");
             let this = self.clone();
-            tokio::spawn(async move { this.record_skipped(&fire, reason).await });
-            return;
+            tokio::spawn(async move {
+                let mut fire = fire;
+                this.record_skipped(&fire, reason).await;
+                fire.report(RunEnd { run_id: None, outcome: Outcome::Skipped, counters: None, error: Some(reason.into()) });
+            });
+            return FireAccepted::Skipped;
         }
         state.running = true;
         inner.active += 1;
@@ -139,12 +170,13 @@ impl Executor {
         drop(inner);
         let this = self.clone();
         tokio::spawn(async move { this.run_loop(fire).await });
+        FireAccepted::Started
     }
 
     async fn run_loop(self: Arc<Self>, first: Fire) {
         let name = first.spec.name.clone();
         let mut next = Some(first);
-        while let Some(fire) = next.take() {
+        while let Some(mut fire) = next.take() {
             if !fire.spec.jitter.is_zero() {
                 let wait = Duration::from_millis(rand::rng().random_range(0..=fire.spec.jitter.as_millis() as u64));
                 tokio::select! {
@@ -155,7 +187,8 @@ impl Executor {
             if self.is_stopping() {
                 break;
             }
-            self.run_one(&fire).await;
+            let end = self.run_one(&fire).await;
+            fire.report(end);
             let mut inner = self.lock();
             if !self.is_stopping() {
                 next = inner.jobs.get_mut(&name).and_then(|s| s.queued.take());
@@ -192,12 +225,12 @@ impl Executor {
     }
 
     /// One run, start to history row. Never panics, never returns an error: everything is recorded.
-    async fn run_one(&self, fire: &Fire) {
+    async fn run_one(&self, fire: &Fire) -> RunEnd {
         let spec = &fire.spec;
         let task_name = spec.task.name();
         if spec.task.writes_large_files() && !super::disk::guard(&self.app, &format!("job {}", spec.name), &self.app.config.data_dir()).await {
             self.record_skipped(fire, "low disk space").await;
-            return;
+            return RunEnd { run_id: None, outcome: Outcome::Skipped, counters: None, error: Some("low disk space".into()) };
         }
         let scheduled_at = fire.scheduled_at.map(|t| t.timestamp_millis());
         let row = match self.app.store.start_job_run(&spec.name, task_name, fire.fired_by.as_str(), scheduled_at).await {
@@ -307,6 +340,7 @@ impl Executor {
             let _ = h.await;
             tracing::info!(job = %spec.name, "a timed-out task stopped at last");
         }
+        RunEnd { run_id: row, outcome, counters, error }
     }
 
     /// Stops starting runs (queued runs and runs waiting out their jitter are dropped).

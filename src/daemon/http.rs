@@ -1,4 +1,5 @@
-//! The optional local HTTP endpoint (`daemon.http_listen`, loopback only): `/healthz` and `/metrics`.
+//! The HTTP endpoint (`daemon.http_listen`): `/healthz` and `/metrics` here, the API and the dashboard from
+//! [`crate::api`].
 //!
 //! A scrape of `/metrics` is cheap: it encodes what is in memory. The gauges that need the database or the model and
 //! index files (articles stored, pages and embeddings pending, index size, outbox) are refreshed at most every
@@ -43,11 +44,18 @@ struct Ctx {
 }
 
 /// Binds `addr` (fails at startup when it cannot) and serves until the returned task is aborted.
-pub async fn serve(addr: &str, state: HttpState) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn serve(
+    addr: &str,
+    state: HttpState,
+    api: Option<crate::api::ApiState>,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("daemon.http_listen {addr}: {e}"))?;
     let local = listener.local_addr()?;
     let ctx = Ctx { http: state, gauges: Arc::new(tokio::sync::Mutex::new(None)), filled: Arc::new(AtomicBool::new(false)) };
-    let router = Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(ctx);
+    let mut router = Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(ctx);
+    if let Some(api) = api {
+        router = router.merge(crate::api::router(api));
+    }
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "HTTP endpoint stopped");
@@ -172,7 +180,7 @@ mod tests {
         let app = App::open(config).await.unwrap();
         app.store.enqueue_notifications(&[note("a"), note("b")], 0).await.unwrap();
         let state = HttpState { app: app.clone(), ready: Arc::new(AtomicBool::new(true)), started_at: Instant::now() };
-        let (addr, task) = serve("127.0.0.1:0", state).await.unwrap();
+        let (addr, task) = serve("127.0.0.1:0", state, None).await.unwrap();
         let scrape = || async { reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap() };
         let first = scrape().await;
         assert!(first.contains("newsd_notifications_pending 2"), "{first}");

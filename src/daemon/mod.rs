@@ -139,10 +139,60 @@ impl Daemon {
             if job.fired_between(last, now) {
                 if let Some(spec) = runner.live_spec(&job.name) {
                     tracing::info!(job = %job.name, last_run = %last.to_rfc3339(), "a fire time passed while the daemon was down; running once now");
-                    self.executor.fire(spec, FiredBy::Missed, None);
+                    let _ = self.executor.fire(spec, FiredBy::Missed, None);
                 }
             }
         }
+    }
+}
+
+impl crate::api::Control for Daemon {
+    fn run_job<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> futures::future::BoxFuture<'a, Option<(executor::FireAccepted, tokio::sync::oneshot::Receiver<executor::RunEnd>)>> {
+        Box::pin(async move {
+            let runner = self.runner.lock().await;
+            // Enabled jobs have a live spec; a disabled one may still be run by hand.
+            let spec = runner.live_spec(name).or_else(|| runner.current().jobs.get(name).cloned().map(Arc::new))?;
+            drop(runner);
+            tracing::info!(job = name, "run now (HTTP API)");
+            Some(self.executor.fire_tracked(spec, FiredBy::Manual))
+        })
+    }
+
+    fn analyze(
+        &self,
+        profile: Option<String>,
+    ) -> futures::future::BoxFuture<'_, (String, executor::FireAccepted, tokio::sync::oneshot::Receiver<executor::RunEnd>)> {
+        Box::pin(async move {
+            let runner = self.runner.lock().await;
+            let wanted = crate::tasks::TaskSpec::Analyze { profile: profile.clone() };
+            let scheduled = runner.current().jobs.values().find(|j| j.task == wanted).map(|j| j.name.clone());
+            let spec = match scheduled.and_then(|n| runner.live_spec(&n).or_else(|| runner.current().jobs.get(&n).cloned().map(Arc::new))) {
+                Some(spec) => spec,
+                None => Arc::new(schedule::JobSpec {
+                    name: format!("analyze:{}", profile.as_deref().unwrap_or("default")),
+                    cron: "0 0 0 1 1 *".into(),
+                    timezone: chrono_tz::UTC,
+                    task: wanted,
+                    enabled: true,
+                    timeout: Duration::from_secs(15 * 60),
+                    overlap: schedule::Overlap::Skip,
+                    jitter: Duration::ZERO,
+                    missed: Missed::Skip,
+                    defined: schedule::DefinedAt { file: "(HTTP API)".into(), line: 0 },
+                }),
+            };
+            drop(runner);
+            let name = spec.name.clone();
+            let (accepted, done) = self.executor.fire_tracked(spec, FiredBy::Manual);
+            (name, accepted, done)
+        })
+    }
+
+    fn schedule(&self) -> futures::future::BoxFuture<'_, Vec<schedule::JobSpec>> {
+        Box::pin(async move { self.runner.lock().await.current().jobs.values().cloned().collect() })
     }
 }
 
@@ -162,12 +212,30 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
 
     let started_at = crate::store::now_ms();
     let ready = Arc::new(AtomicBool::new(false));
-    let (http_task, http_addr) = match &config.daemon.http_listen {
-        Some(addr) => {
+    let auth = crate::api::Auth::from_env(&config.daemon);
+    let api = crate::api::ApiState::new(app.clone(), auth);
+    let (http_task, http_addr) = match config.daemon.http_address() {
+        Some((addr, defaulted)) => {
+            let loopback = addr.parse::<std::net::SocketAddr>().map(|a| a.ip().is_loopback()).unwrap_or(false);
+            if !loopback && !api.auth.enabled() {
+                anyhow::bail!(
+                    "daemon.http_listen {addr} is not a loopback address: set an API token in ${} (admin) or ${} (read-only) first, or listen on 127.0.0.1",
+                    config.daemon.api_token_env,
+                    config.daemon.api_read_token_env
+                );
+            }
             let state = http::HttpState { app: app.clone(), ready: ready.clone(), started_at: std::time::Instant::now() };
-            let (local, task) = http::serve(addr, state).await?;
-            tracing::info!(%local, "HTTP endpoint: /healthz, /metrics");
-            (Some(task), Some(local.to_string()))
+            match http::serve(&addr, state, Some(api.clone())).await {
+                Ok((local, task)) => {
+                    tracing::info!(%local, auth = api.auth.enabled(), "HTTP endpoint: dashboard http://{local}/, API /api (OpenAPI at /api/openapi.json), /healthz, /metrics");
+                    (Some(task), Some(local.to_string()))
+                }
+                Err(e) if defaulted => {
+                    tracing::warn!(error = %format!("{e:#}"), "the default HTTP address is taken (another daemon?); running without the API and dashboard (set daemon.http_listen)");
+                    (None, None)
+                }
+                Err(e) => return Err(e),
+            }
         }
         None => (None, None),
     };
@@ -175,10 +243,13 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     let executor = Executor::new(app.clone());
     let fire: FireFn = {
         let executor = executor.clone();
-        Arc::new(move |spec, tick| executor.fire(spec, FiredBy::Schedule, Some(tick)))
+        Arc::new(move |spec, tick| {
+            executor.fire(spec, FiredBy::Schedule, Some(tick));
+        })
     };
     let runner = CronRunner::new(fire).await?;
-    let daemon = Daemon { app: app.clone(), executor: executor.clone(), runner: Mutex::new(runner), started_at, http_addr };
+    let daemon = Arc::new(Daemon { app: app.clone(), executor: executor.clone(), runner: Mutex::new(runner), started_at, http_addr });
+    let _ = api.control.set(daemon.clone() as Arc<dyn crate::api::Control>);
     match daemon.reload("startup").await {
         ReloadOutcome::Refused { error } => anyhow::bail!("invalid schedule in {}; not starting:\n{error}", dir.display()),
         ReloadOutcome::Valid(out @ ApplyOutcome::RolledBack { .. }) => {

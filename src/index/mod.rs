@@ -6,7 +6,7 @@ pub mod vector;
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::compute::ComputeHandle;
@@ -14,7 +14,7 @@ use crate::embed::model::ModelSpec;
 use crate::store::now_ms;
 use vector::SearchFilter;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SearchResult {
     pub article_id: i64,
     pub score: f32,
@@ -25,7 +25,7 @@ pub struct SearchResult {
     pub url: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SearchReport {
     pub query: String,
     pub model_version: String,
@@ -37,14 +37,34 @@ pub struct SearchReport {
     pub results: Vec<SearchResult>,
 }
 
+/// What to search for: [`search_with`].
+#[derive(Debug, Clone, Default)]
+pub struct SearchParams {
+    pub query: String,
+    pub k: usize,
+    /// Only articles published (or, undated, fetched) at or after this time (unix ms).
+    pub since_ms: Option<i64>,
+    /// Only articles of this source.
+    pub source: Option<String>,
+    /// Fail with `ComputeError::Busy` instead of waiting when the compute worker's queue is full (the HTTP API).
+    pub no_wait: bool,
+}
+
 /// Top-k articles for a free-text query, optionally only those published in the last `since`.
 pub async fn search(app: &App, query: &str, k: usize, since: Option<Duration>) -> anyhow::Result<SearchReport> {
-    let started = Instant::now();
-    let h = app.compute().await?;
-    let vector = h.embed_query(query).await?;
     let since_ms = since.map(|d| now_ms() - d.as_millis() as i64);
+    search_with(app, &SearchParams { query: query.to_string(), k, since_ms, ..Default::default() }).await
+}
+
+/// Top-k articles for a free-text query with filters (the query's vector through the compute worker's queue).
+pub async fn search_with(app: &App, p: &SearchParams) -> anyhow::Result<SearchReport> {
+    let started = Instant::now();
+    let (query, k, since_ms) = (p.query.as_str(), p.k, p.since_ms);
+    let h = app.compute().await?;
+    let vector = if p.no_wait { h.try_embed_query(query).await? } else { h.embed_query(query).await? };
     let size = h.info().await?.into_iter().find(|e| e.serving).map(|e| e.vectors).unwrap_or(0);
-    let mut fetch = if since_ms.is_some() { k.saturating_mul(4) } else { k };
+    let filtered = since_ms.is_some() || p.source.is_some();
+    let mut fetch = if filtered { k.saturating_mul(4) } else { k };
     let results = loop {
         let hits = h.search(vector.clone(), fetch.max(1), SearchFilter::default()).await?;
         let ids: Vec<i64> = hits.iter().map(|h| h.article_id).collect();
@@ -54,7 +74,7 @@ pub async fn search(app: &App, query: &str, k: usize, since: Option<Duration>) -
         for hit in &hits {
             let Some(a) = by_id.get(&hit.article_id) else { continue };
             let date = a.published_at.unwrap_or(a.fetched_at);
-            if since_ms.is_some_and(|s| date < s) {
+            if since_ms.is_some_and(|s| date < s) || p.source.as_ref().is_some_and(|s| *s != a.source) {
                 continue;
             }
             out.push(SearchResult {
@@ -83,6 +103,31 @@ pub async fn search(app: &App, query: &str, k: usize, since: Option<Duration>) -
         index_size: size,
         results,
     })
+}
+
+/// The `k` articles nearest to a stored article (its own vector, through the compute worker without waiting for
+/// room in its queue); empty when the article has no vector for the serving model.
+pub async fn similar_to(app: &App, article_id: i64, k: usize) -> anyhow::Result<Vec<SearchResult>> {
+    let h = app.compute().await?;
+    let version = h.model_version();
+    let mut vectors = app.store.vectors(&[article_id], &version).await?;
+    let Some(vector) = vectors.remove(&article_id) else { return Ok(Vec::new()) };
+    let hits = h.try_search(vector, k, SearchFilter { exclude: vec![article_id] }).await?;
+    let ids: Vec<i64> = hits.iter().map(|h| h.article_id).collect();
+    let by_id: std::collections::HashMap<i64, _> = app.store.articles_by_ids(&ids).await?.into_iter().map(|a| (a.id, a)).collect();
+    Ok(hits
+        .iter()
+        .filter_map(|hit| {
+            by_id.get(&hit.article_id).map(|a| SearchResult {
+                article_id: a.id,
+                score: hit.score,
+                title: a.title.clone(),
+                source: a.source.clone(),
+                published_at: a.published_at.unwrap_or(a.fetched_at),
+                url: a.url.clone(),
+            })
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,7 +230,7 @@ pub async fn run_reindex(app: &App) -> anyhow::Result<ReindexReport> {
 }
 
 /// Index state for `newsd status` (does not start the compute worker).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IndexSummary {
     /// The version serving searches.
     pub model_version: Option<String>,

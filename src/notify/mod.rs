@@ -592,7 +592,7 @@ pub async fn run_dispatch(app: &App) -> anyhow::Result<DispatchReport> {
 }
 
 /// Outbox and analysis state for `newsd status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PendingSummary {
     pub pending: i64,
     pub delivered: i64,
@@ -600,7 +600,7 @@ pub struct PendingSummary {
     pub last_analysis: Option<LastAnalysis>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LastAnalysis {
     pub id: i64,
     pub profile: String,

@@ -10,6 +10,7 @@
 //! half-written file looks like) is refused, and so is a directory with no schedule file. A file that means to
 //! hold no jobs says `job = []`.
 
+pub mod fire;
 pub mod runner;
 pub mod watch;
 

@@ -220,6 +220,22 @@ impl Store {
         Ok(sqlx::query_as(&sql).fetch_optional(self.pool()).await?)
     }
 
+    /// Analyses newest first, optionally older than `before_id` (paging).
+    pub async fn list_analyses(&self, before_id: Option<i64>, limit: i64) -> Result<Vec<AnalysisRow>> {
+        let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE id < $1 ORDER BY id DESC LIMIT $2");
+        Ok(sqlx::query_as(&sql).bind(before_id.unwrap_or(i64::MAX)).bind(limit.max(1)).fetch_all(self.pool()).await?)
+    }
+
+    /// The latest analysis whose articles include `article_id` (the article's story, for the API).
+    pub async fn analysis_with_article(&self, article_id: i64, scan: i64) -> Result<Option<AnalysisRow>> {
+        for a in self.list_analyses(None, scan).await? {
+            if a.article_ids.contains(&article_id) {
+                return Ok(Some(a));
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn analysis(&self, id: i64) -> Result<Option<AnalysisRow>> {
         let sql = format!("SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE id = $1");
         Ok(sqlx::query_as(&sql).bind(id).fetch_optional(self.pool()).await?)

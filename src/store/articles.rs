@@ -25,6 +25,16 @@ pub struct NewArticle {
     pub charset: Option<String>,
 }
 
+/// What [`Store::list_articles`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ArticleFilter {
+    pub source: Option<String>,
+    pub since_ms: Option<i64>,
+    pub title_contains: Option<String>,
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
 /// A stored article (read with [`ARTICLE_COLUMNS`]).
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct ArticleRow {
@@ -226,6 +236,45 @@ impl Store {
         }
         out.sort_by_key(|a| a.id);
         Ok(out)
+    }
+
+    /// Articles newest first (by id), filtered by source name, a publication (or fetch) time lower bound and a
+    /// case-insensitive title substring; `before_id` pages through older ones.
+    pub async fn list_articles(&self, filter: &ArticleFilter) -> Result<Vec<ArticleRow>> {
+        let mut sql = format!("SELECT {ARTICLE_COLUMNS} FROM articles a JOIN sources s ON s.id = a.source_id WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if filter.source.is_some() {
+            sql.push_str(&format!(" AND s.name = {}", next()));
+        }
+        if filter.since_ms.is_some() {
+            sql.push_str(&format!(" AND COALESCE(a.published_at, a.fetched_at) >= {}", next()));
+        }
+        if filter.title_contains.is_some() {
+            sql.push_str(&format!(" AND LOWER(a.title) LIKE {} ESCAPE '\\'", next()));
+        }
+        if filter.before_id.is_some() {
+            sql.push_str(&format!(" AND a.id < {}", next()));
+        }
+        sql.push_str(&format!(" ORDER BY a.id DESC LIMIT {}", next()));
+        let mut q = sqlx::query_as::<_, ArticleRow>(&sql);
+        if let Some(s) = &filter.source {
+            q = q.bind(s.clone());
+        }
+        if let Some(t) = filter.since_ms {
+            q = q.bind(t);
+        }
+        if let Some(text) = &filter.title_contains {
+            let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            q = q.bind(format!("%{escaped}%"));
+        }
+        if let Some(id) = filter.before_id {
+            q = q.bind(id);
+        }
+        Ok(q.bind(filter.limit.max(1)).fetch_all(self.pool()).await?)
     }
 
     pub async fn article_by_url(&self, url: &str) -> Result<Option<ArticleRow>> {

@@ -12,7 +12,7 @@ mod sources;
 mod status;
 
 pub use analysis::{AnalysisRow, NewAnalysis, NewNotification, NotificationRow, OutboxCounts};
-pub use articles::{ArticleRow, NewArticle, PageUpdate};
+pub use articles::{ArticleFilter, ArticleRow, NewArticle, PageUpdate};
 pub use embeddings::{vector_from_bytes, vector_to_bytes, ModelRow, PendingArticle};
 mod daemon;
 pub use daemon::{DaemonState, JobRun, JobSummary, OpsAlert, ReloadEvent};

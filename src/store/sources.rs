@@ -32,7 +32,7 @@ pub enum FetchOutcome {
     Failed { error: String, next_fetch_at: i64 },
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct SourceHealth {
     pub name: String,
     pub url: String,
