@@ -3,6 +3,22 @@
 
 use std::time::{Duration, SystemTime};
 
+/// A URL without its credentials and query (feed URLs may carry keys): scheme://host[:port]/path.
+pub fn public_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            if u.query().is_some() {
+                u.set_query(Some("…"));
+            }
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(invalid URL)".into(),
+    }
+}
+
 /// Parses a Retry-After value: delta-seconds (fractions accepted, as some servers send them) or an HTTP date
 /// (IMF-fixdate, RFC 850 or asctime, via `httpdate`). A date in the past means "now".
 pub fn parse_retry_after(value: &str) -> Option<Duration> {

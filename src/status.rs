@@ -163,7 +163,16 @@ pub async fn collect(app: &App) -> anyhow::Result<Status> {
         database: crate::store::redact(store.url()),
         articles: store.count_articles().await?,
         pending_pages: store.count_all_pending_pages().await?,
-        sources: store.source_health(&names).await?,
+        // Feed URLs may carry keys in their query: shown without it (and without credentials).
+        sources: store
+            .source_health(&names)
+            .await?
+            .into_iter()
+            .map(|mut s| {
+                s.url = crate::net::public_url(&s.url);
+                s
+            })
+            .collect(),
         index: crate::index::summary(app).await.ok(),
         notifications: crate::notify::pending_summary(app).await.ok(),
         daemon,

@@ -40,6 +40,7 @@ impl Daemon {
             .env("RUST_LOG", "info")
             .env_remove("NEWSD_API_TOKEN")
             .env_remove("NEWSD_API_READ_TOKEN")
+            .env("NEWSD_API_TEST_HOOK_KEY", "s")
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out));
         for (k, v) in env {
@@ -119,13 +120,18 @@ fn recent_articles(per_outlet: usize) -> Vec<CorpusArticle> {
     out
 }
 
-fn write_config(dir: &Path, site: &NewsServer, listen: &str, extra: &str) {
+/// `embed_extra`: more `[embed]` settings.
+fn write_config(dir: &Path, site: &NewsServer, listen: &str, embed_extra: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut text = format!(
-        "data_dir = \"data\"\n\n[crawl]\nper_host_interval = \"10ms\"\nallow_private_addresses = true\nbatch_size = 50\n\n\
-         [daemon]\nschedules_dir = \"schedules\"\nhttp_listen = \"{listen}\"\nshutdown_grace = \"20s\"\n{extra}\n\n\
+        "data_dir = \"data\"\n\n[embed]\nmodel_dir = \"{}\"\nonnxruntime_library = \"{}\"\n{}\n\n[crawl]\nper_host_interval = \"10ms\"\nallow_private_addresses = true\nbatch_size = 50\n\n\
+         [daemon]\nschedules_dir = \"schedules\"\nhttp_listen = \"{listen}\"\nshutdown_grace = \"20s\"\n\n\
          [logging]\nfiles = false\n\n\
-         [[notify.targets]]\nname = \"hook\"\nkind = \"webhook\"\nurl_env = \"{HOOK_ENV}\"\n\n\
-         [[analysis.profiles]]\nname = \"brief\"\nwindow = \"24h\"\ntargets = [\"hook\"]\n"
+         [[notify.targets]]\nname = \"hook\"\nkind = \"webhook\"\nurl_env = \"{HOOK_ENV}\"\nsecret_env = \"NEWSD_API_TEST_HOOK_KEY\"\n\n\
+         [[analysis.profiles]]\nname = \"brief\"\nwindow = \"24h\"\ntargets = [\"hook\"]\n",
+        root.join("models/all-MiniLM-L6-v2").display(),
+        root.join("models/onnxruntime/libonnxruntime.so.1.32.0").display(),
+        embed_extra,
     );
     for (i, (name, url)) in site.feed_urls().into_iter().enumerate() {
         // A feed URL with a key in its query: it must never appear in an answer.
@@ -363,7 +369,7 @@ async fn api_contract() {
     }
 
     // Oversized bodies, cross-site POSTs, unknown endpoints: clear JSON errors.
-    let big = vec![b'x'; 200_000];
+    let big = vec![b'x'; 80_000];
     let resp = api.http.post(format!("{}/api/jobs/deliver/run", api.base)).body(big.clone()).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 413);
     let v: Value = resp.json().await.unwrap();
@@ -413,38 +419,38 @@ fn url_q(s: &str) -> String {
     out
 }
 
-/// Runs the CLI on the daemon's directory: (stdout, stderr, peak RSS in KiB from wait4).
+/// Runs the CLI on the daemon's directory: (stdout, stderr, peak RSS in KiB).
 fn cli(dir: &Path, args: &[&str]) -> (String, String, i64) {
     cli_env(dir, args, &[])
 }
 
+/// The peak RSS is the process's VmHWM from /proc, sampled every millisecond until it exits (wait4's ru_maxrss
+/// would not do: Linux carries the parent's RSS at fork over into a child's maximum, so every child of this large
+/// test process would report at least its size).
 fn cli_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, String, i64) {
-    use std::io::Read;
     let mut cmd = Command::new(BIN);
     cmd.args(["-c", dir.join("newsd.toml").to_str().unwrap()]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut out = String::new();
-    let mut err = String::new();
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t = std::thread::spawn(move || {
-        let mut e = String::new();
-        se.read_to_string(&mut e).unwrap();
-        e
+    let child = cmd.spawn().unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0i64;
+        while let Ok(text) = std::fs::read_to_string(&status_path) {
+            match text.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                Some(v) => peak = peak.max(v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)),
+                None => break, // a zombie: the process has exited
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        peak
     });
-    so.read_to_string(&mut out).unwrap();
-    err.push_str(&t.join().unwrap());
-    // wait4 reaps the child and reports its own peak RSS.
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(rc, child.id() as i32, "wait4");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "newsd {args:?} failed:\n{err}");
-    std::mem::forget(child);
-    (out, err, usage.ru_maxrss)
+    let out = child.wait_with_output().unwrap();
+    let peak = sampler.join().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "newsd {args:?} failed:\n{stderr}");
+    (stdout, stderr, peak)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,7 +567,7 @@ async fn backpressure() {
     let (mut d, api) = indexed_daemon(dir.path(), &site, 40, "", &[(HOOK_ENV, "http://127.0.0.1:9/x")]).await;
     d.stop();
     let text = std::fs::read_to_string(dir.path().join("newsd.toml")).unwrap();
-    std::fs::write(dir.path().join("newsd.toml"), format!("{text}\n[embed]\nqueue_capacity = 2\n")).unwrap();
+    write_config(dir.path(), &site, "127.0.0.1:0", "queue_capacity = 2");
     let mut d = Daemon::start(dir.path(), &[(HOOK_ENV, "http://127.0.0.1:9/x")]);
     let addr = d.http_addr().await;
     let api = Api { base: format!("http://{addr}"), ..api };
@@ -632,7 +638,10 @@ impl Browser {
         }}}});
         let v: Value = http.post(format!("{base}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
         let session = v.pointer("/value/sessionId").and_then(|s| s.as_str()).unwrap_or_else(|| panic!("no session: {v}")).to_string();
-        Browser { driver, base, session, http }
+        let b = Browser { driver, base, session, http };
+        // Elements are looked for up to 5 s (a page still loading after a click).
+        b.cmd(reqwest::Method::POST, "/timeouts", json!({ "implicit": 5000 })).await;
+        b
     }
 
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
@@ -641,7 +650,18 @@ impl Browser {
         let req = if method == reqwest::Method::GET { req } else { req.json(&body) };
         let v: Value = req.send().await.unwrap().json().await.unwrap();
         if v.pointer("/value/error").is_some() {
-            panic!("webdriver {path}: {v}");
+            let page = self
+                .http
+                .post(format!("{}/session/{}/execute/sync", self.base, self.session))
+                .json(&json!({"script": "return location.href + '\\n' + document.body.innerText", "args": []}))
+                .send()
+                .await
+                .ok();
+            let page: Value = match page {
+                Some(r) => r.json().await.unwrap_or_default(),
+                None => Value::Null,
+            };
+            panic!("webdriver {path}: {}\n--- page ---\n{}", v.pointer("/value/message").unwrap_or(&v), page["value"].as_str().unwrap_or(""));
         }
         v["value"].clone()
     }
@@ -699,22 +719,53 @@ impl Drop for Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_a_browser() {
-    let mut articles = recent_articles(12);
-    // Hostile titles and bodies: news text is untrusted.
-    articles[1].title = "<script>window.__xss=1</script> Markets rally".into();
-    articles[2].title = "\"><img src=x onerror=\"window.__xss=2\"> Oil slides".into();
-    articles[2].text = format!("<img src=x onerror=\"window.__xss=3\"> {}", articles[2].text);
+    let articles = recent_articles(12);
     let site = NewsServer::start(articles.clone()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (mut d, api) = indexed_daemon(dir.path(), &site, 12, "", &[(HOOK_ENV, "http://127.0.0.1:9/x")]).await;
+    // Hostile titles and bodies, stored as a feed could deliver them (the crawler strips tags from titles, so they
+    // are written to the database directly: the pages must escape whatever text they are given).
+    let hostile = [
+        ("<script>window.__xss=1</script> Markets rally on <b>hopes</b>", "Stocks rose. <script>window.__xss=4</script> Traders cheered the rally in markets."),
+        ("\"><img src=x onerror=\"window.__xss=2\"> Oil slides as markets rally", "<img src=x onerror=\"window.__xss=3\"> Oil prices fell while markets rallied."),
+    ];
+    {
+        let config = newsd::Config::load(&dir.path().join("newsd.toml")).unwrap();
+        let store = newsd::store::Store::from_config(&config).await.unwrap();
+        let source_id = store.sync_sources(&config.sources).await.unwrap()["bbc"].id;
+        let now = Utc::now().timestamp_millis();
+        let batch: Vec<newsd::store::NewArticle> = hostile
+            .iter()
+            .enumerate()
+            .map(|(i, (title, body))| newsd::store::NewArticle {
+                url: format!("https://hostile.example/{i}"),
+                source_id,
+                title: title.to_string(),
+                body: body.to_string(),
+                published_at: Some(now - 60_000),
+                fetched_at: now,
+                content_hash: format!("hostile-{i}"),
+                language: Some("en".into()),
+                extraction: "feed".into(),
+                page_status: newsd::store::PageStatus::NoPage,
+                page_attempts: 0,
+                page_error: None,
+                charset: None,
+            })
+            .collect();
+        store.insert_articles(&batch).await.unwrap();
+        store.close().await;
+    }
+    wait_for("the hostile articles indexed", Duration::from_secs(60), &mut d, || async {
+        let v = api.ok("/api/status").await;
+        (v.pointer("/index/index_size").and_then(|x| x.as_i64()) == Some(26)).then_some(())
+    })
+    .await;
+    let newest = api.ok("/api/articles?limit=2").await;
+    let hostile_ids: Vec<i64> = newest["articles"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
     let (s, a) = api.post("/api/analyze?profile=brief").await;
     assert_eq!(s, 200, "{a}");
     let analysis_id = a["analysis_id"].as_i64().unwrap();
-    // The hostile titles are stored as text (so the pages below really have to escape them).
-    let stored = api.ok("/api/articles?limit=100").await;
-    let titles: Vec<String> = stored["articles"].as_array().unwrap().iter().map(|a| a["title"].as_str().unwrap().to_string()).collect();
-    assert!(titles.iter().any(|t| t.contains("<script>")), "{titles:?}");
-    assert!(titles.iter().any(|t| t.contains("onerror")), "{titles:?}");
 
     let b = Browser::start().await;
     let base = api.base.clone();
@@ -748,7 +799,7 @@ async fn dashboard_in_a_browser() {
     let name = b.text("#source-name").await;
     assert!(name == "bbc" || name == "cnn", "{name}");
     let listed = b.script("return document.querySelectorAll('#articles li a').length").await;
-    assert_eq!(listed.as_u64(), Some(12));
+    assert!(listed.as_u64().unwrap() >= 12, "{listed}");
 
     // Run now, and the run appears.
     b.goto(&format!("{base}/jobs/deliver")).await;
@@ -768,7 +819,9 @@ async fn dashboard_in_a_browser() {
     b.screenshot("dashboard-job.png").await;
 
     // Hostile titles render as text on every page that shows them; no script ran.
-    for path in ["/", "/sources/bbc", "/sources/cnn", &format!("/analyses/{analysis_id}"), "/search?q=Markets+rally+Oil+slides&k=20"] {
+    let mut pages = vec!["/".to_string(), "/sources/bbc".into(), format!("/analyses/{analysis_id}"), "/search?q=Markets+rally+Oil+slides&k=20".into()];
+    pages.extend(hostile_ids.iter().map(|id| format!("/articles/{id}")));
+    for path in &pages {
         b.goto(&format!("{base}{path}")).await;
         let ran = b.script("return window.__xss || 0").await;
         assert_eq!(ran.as_i64(), Some(0), "a script from a title ran on {path}");
@@ -777,7 +830,8 @@ async fn dashboard_in_a_browser() {
     }
     b.goto(&format!("{base}/search?q=Markets+rally&k=20")).await;
     let body = b.text("#results").await;
-    assert!(body.contains("<script>window.__xss=1</script> Markets rally"), "the title is shown as text: {body}");
+    assert!(body.contains(hostile[0].0), "the title is shown as text: {body}");
+    assert!(body.contains(hostile[1].0), "the title is shown as text: {body}");
     let shot = b.screenshot("dashboard-xss.png").await;
     println!("screenshots in {}", shot.parent().unwrap().display());
     // CSRF: a form post without the token is refused.

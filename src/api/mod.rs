@@ -193,21 +193,7 @@ fn cross_site(req: &Request) -> Option<String> {
     None
 }
 
-/// A URL without its credentials and query (feed URLs may carry keys): scheme://host[:port]/path.
-pub fn public_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            if u.query().is_some() {
-                u.set_query(Some("…"));
-            }
-            u.set_fragment(None);
-            u.to_string()
-        }
-        Err(_) => "(invalid URL)".into(),
-    }
-}
+pub use crate::net::public_url;
 
 /// `since` as an age ("7d", "12h") or a time (RFC 3339, or YYYY-MM-DD as UTC midnight): unix ms.
 pub fn parse_since(s: &str) -> Result<i64, String> {
