@@ -1,6 +1,7 @@
 //! Benchmarks that print figures (`newsd bench ...`); never timed tests. Each compares against a baseline measured
 //! in the same run, because the machines are shared and noisy.
 
+pub mod api;
 pub mod crawl;
 pub mod e2e;
 pub mod embed;
@@ -11,6 +12,9 @@ use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The HTTP API under load while the daemon crawls and embeds: concurrent searches (p50/p99, 503s, RSS) vs
+    /// concurrent `newsd --local search` processes; optionally on a large HNSW index.
+    Api(api::ApiBenchArgs),
     /// Crawl the whole corpus (feeds + pages) from local servers into a fresh database.
     Crawl(crawl::CrawlBenchArgs),
     /// Embedding throughput on real articles vs the fp32 ceiling and sentence-transformers; RSS over the run.
@@ -30,6 +34,7 @@ pub enum BenchCommand {
 
 pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Api(args) => api::run(args).await,
         BenchCommand::Crawl(args) => crawl::run(args).await,
         BenchCommand::Embed(args) => embed::run(args).await,
         BenchCommand::Search(args) => search::run(args).await,
@@ -37,6 +42,16 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Soak(args) => soak::run(args).await,
         BenchCommand::ServeCorpus(args) => crawl::serve(args).await,
     }
+}
+
+/// The CPU that produced a figure: model name, cores, and the vector extensions that matter here.
+pub fn cpu_summary() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string()).unwrap_or_default();
+    let flags: Vec<&str> = info.lines().find_map(|l| l.strip_prefix("flags")).map(|v| v.split_whitespace().collect()).unwrap_or_default();
+    let has: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"].into_iter().filter(|f| flags.contains(f)).collect();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("CPU {model}, {cores} cores, {}", has.join(" "))
 }
 
 /// Resident set size of this process in bytes (Linux), for memory figures.

@@ -147,23 +147,23 @@ fn parse_metrics(text: &str) -> Progress {
     p
 }
 
-fn seconds_list(every: u32, offset: u32) -> anyhow::Result<String> {
+pub(super) fn seconds_list(every: u32, offset: u32) -> anyhow::Result<String> {
     if every == 0 || 60 % every != 0 {
         anyhow::bail!("--crawl-every and --analyze-every must divide 60 (got {every})");
     }
     Ok((0..60).step_by(every as usize).map(|s| ((s + offset % every) % 60).to_string()).collect::<Vec<_>>().join(","))
 }
 
-fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+pub(super) fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("{}: {e} (run from the repository root, or pass the path)", p.display()))
 }
 
 /// TOML string literal.
-fn q(p: &Path) -> String {
+pub(super) fn q(p: &Path) -> String {
     toml::Value::String(p.display().to_string()).to_string()
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
