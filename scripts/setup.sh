@@ -150,13 +150,14 @@ fi
 
 # ---- (a2) the dashboard's browser test (tests/api.rs): Debian's chromium and chromium-driver
 if [ "$do_testdata" = 1 ]; then
-  if command -v chromedriver >/dev/null 2>&1 && [ -x /usr/bin/chromium ]; then
+  # fonts-nanum: Hangul glyphs for the dashboard's Korean text in the screenshots.
+  if command -v chromedriver >/dev/null 2>&1 && [ -x /usr/bin/chromium ] && [ -d /usr/share/fonts/truetype/nanum ]; then
     say "browser: ok ($(/usr/bin/chromium --version 2>/dev/null | head -1))"
   elif command -v apt-get >/dev/null 2>&1; then
-    say "browser: installing chromium chromium-driver (for the dashboard test)"
+    say "browser: installing chromium chromium-driver fonts-nanum (for the dashboard test)"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
-      || die "apt-get install chromium chromium-driver failed (needed by tests/api.rs)"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-nanum >/dev/null \
+      || die "apt-get install chromium chromium-driver fonts-nanum failed (needed by tests/api.rs)"
   else
     die "chromium and chromedriver are needed by tests/api.rs; install them (no apt-get here)"
   fi

@@ -728,6 +728,8 @@ async fn dashboard_in_a_browser() {
     let hostile = [
         ("<script>window.__xss=1</script> Markets rally on <b>hopes</b>", "Stocks rose. <script>window.__xss=4</script> Traders cheered the rally in markets."),
         ("\"><img src=x onerror=\"window.__xss=2\"> Oil slides as markets rally", "<img src=x onerror=\"window.__xss=3\"> Oil prices fell while markets rallied."),
+        // Korean text must come through as it is (and show in Hangul in the screenshot: fonts-nanum).
+        ("코스피 2,700 돌파…반도체 강세에 외국인 <순매수>", "코스피가 반도체 대형주 강세에 힘입어 2,700선을 회복했다. 외국인이 사흘 연속 순매수에 나섰다."),
     ];
     {
         let config = newsd::Config::load(&dir.path().join("newsd.toml")).unwrap();
@@ -758,10 +760,10 @@ async fn dashboard_in_a_browser() {
     }
     wait_for("the hostile articles indexed", Duration::from_secs(60), &mut d, || async {
         let v = api.ok("/api/status").await;
-        (v.pointer("/index/index_size").and_then(|x| x.as_i64()) == Some(26)).then_some(())
+        (v.pointer("/index/index_size").and_then(|x| x.as_i64()) == Some(27)).then_some(())
     })
     .await;
-    let newest = api.ok("/api/articles?limit=2").await;
+    let newest = api.ok("/api/articles?limit=3").await;
     let hostile_ids: Vec<i64> = newest["articles"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
     let (s, a) = api.post("/api/analyze?profile=brief").await;
     assert_eq!(s, 200, "{a}");
@@ -833,6 +835,10 @@ async fn dashboard_in_a_browser() {
     assert!(body.contains(hostile[0].0), "the title is shown as text: {body}");
     assert!(body.contains(hostile[1].0), "the title is shown as text: {body}");
     let shot = b.screenshot("dashboard-xss.png").await;
+    b.goto(&format!("{base}/search?q={}&k=5", url_q("코스피 반도체 외국인"))).await;
+    let first = b.text("#results li a").await;
+    assert_eq!(first, hostile[2].0, "Korean text shown exactly");
+    b.screenshot("dashboard-korean.png").await;
     println!("screenshots in {}", shot.parent().unwrap().display());
     // CSRF: a form post without the token is refused.
     let r = reqwest::Client::new().post(format!("{base}/jobs/deliver/run")).form(&[("csrf", "forged")]).send().await.unwrap();
