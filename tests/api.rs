@@ -400,6 +400,21 @@ async fn api_contract() {
     assert!(!all.contains(&hook_url) && !all.contains("api-hook"), "the webhook URL leaked");
     assert!(!all.contains("FEEDSECRET123"), "a feed URL's key leaked");
 
+    // The dashboard's schedule page: the schedule as loaded, and a refused edit with its file:line.
+    std::fs::write(dir.path().join("schedules/broken.toml"), "[[job]]\nname = \"bad\"\ncron = \"not a cron\"\ntask = \"crawl\"\n").unwrap();
+    let page = wait_for("the refused edit on /schedule", Duration::from_secs(30), &mut d, || async {
+        let (_, v, _) = api.call(reqwest::Method::GET, "/schedule").await;
+        let html = v.as_str().unwrap_or("").to_string();
+        html.contains("id=\"refused\"").then_some(html)
+    })
+    .await;
+    assert!(page.contains("broken.toml:3: job &quot;bad&quot;: cron expression"), "the refused edit names file:line: {page}");
+    // (minijinja escapes "/" too)
+    assert!(page.contains("<code>*&#x2f;2 * * * * *</code>"), "the schedule as loaded is still shown");
+    let jobs = api.ok("/api/jobs").await;
+    assert!(jobs["schedule_error"].as_str().is_some_and(|e| e.contains("broken.toml")), "{jobs}");
+    std::fs::remove_file(dir.path().join("schedules/broken.toml")).unwrap();
+
     // Counted in /metrics.
     let metrics = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("newsd_api_requests_total{route=\"/api/search\",status=\"200\"}"), "{metrics}");
@@ -807,7 +822,14 @@ async fn dashboard_in_a_browser() {
     b.goto(&format!("{base}/jobs/deliver")).await;
     let before = b.script("return document.querySelectorAll('#runs tr.run').length").await.as_u64().unwrap();
     b.click("#run-now").await;
-    assert!(b.url().await.contains("/jobs/deliver?ran="), "{}", b.url().await);
+    // The form's POST answers with a redirect back to the job, saying what the overlap policy made of it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.url().await.contains("/jobs/deliver?ran=") {
+        assert!(Instant::now() < deadline, "no redirect after Run now: {}", b.url().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let flash = b.text("#flash").await;
+    assert!(flash.starts_with("Run now: "), "{flash}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         b.goto(&format!("{base}/jobs/deliver")).await;

@@ -42,6 +42,8 @@ pub use routes::ApiDoc;
 
 /// Largest request body accepted (the API takes its parameters in the query; forms are small).
 pub const MAX_BODY: usize = 64 * 1024;
+/// An oversized body up to this size is read and dropped before the 413 (see `check`).
+const DRAIN_LIMIT: usize = 1024 * 1024;
 /// Largest `k` (results) a search may ask for.
 pub const MAX_K: usize = 100;
 /// Largest page of articles or analyses.
@@ -127,7 +129,12 @@ async fn guard(State(st): State<ApiState>, req: Request, next: Next) -> Response
 async fn check(st: &ApiState, req: Request) -> Result<Request, Response> {
     let is_api = req.uri().path().starts_with("/api/");
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if let Some(n) = declared.filter(|n| *n > MAX_BODY as u64) {
+        // Read (and drop) a moderately oversized body before answering, so the client reads our 413 instead of a
+        // connection reset; a huge one is not worth reading.
+        if n <= DRAIN_LIMIT as u64 {
+            let _ = axum::body::to_bytes(req.into_body(), DRAIN_LIMIT).await;
+        }
         return Err(too_large());
     }
     let writes = req.method() != Method::GET && req.method() != Method::HEAD;
@@ -138,11 +145,24 @@ async fn check(st: &ApiState, req: Request) -> Result<Request, Response> {
     }
     // A body without a length (chunked) is read here within the limit, so no handler sees more.
     let req = if writes && declared.is_none() {
+        use futures::StreamExt;
         let (parts, body) = req.into_parts();
-        match axum::body::to_bytes(body, MAX_BODY).await {
-            Ok(bytes) => Request::from_parts(parts, axum::body::Body::from(bytes)),
-            Err(_) => return Err(too_large()),
+        let mut stream = body.into_data_stream();
+        let mut kept = Vec::new();
+        let mut seen = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { return Err(too_large()) };
+            seen += chunk.len();
+            if seen <= MAX_BODY {
+                kept.extend_from_slice(&chunk);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
         }
+        if seen > MAX_BODY {
+            return Err(too_large());
+        }
+        Request::from_parts(parts, axum::body::Body::from(kept))
     } else {
         req
     };
