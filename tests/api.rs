@@ -28,7 +28,6 @@ const HOOK_ENV: &str = "NEWSD_API_TEST_HOOK";
 struct Daemon {
     child: Option<Child>,
     log: PathBuf,
-    dir: PathBuf,
 }
 
 impl Daemon {
@@ -46,7 +45,7 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Daemon { child: Some(cmd.spawn().expect("starting newsd run")), log, dir: dir.to_path_buf() }
+        Daemon { child: Some(cmd.spawn().expect("starting newsd run")), log }
     }
 
     fn log(&self) -> String {
@@ -95,7 +94,6 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = &self.dir;
     }
 }
 
