@@ -55,6 +55,8 @@ pub(super) struct Shared {
     pub target_similarity: Similarity,
     pub target_version: Arc<str>,
     pub target_dims: usize,
+    /// Vectors in the serving index (published by the worker after each change).
+    pub serving_vectors: Arc<AtomicUsize>,
     pub settings: ThreadSettings,
     pub thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -153,6 +155,11 @@ impl ComputeHandle {
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
         }
         rx.await.map_err(|_| no_answer())?
+    }
+
+    /// Vectors in the serving index as of the worker's last change (no round trip to the worker).
+    pub fn serving_vectors(&self) -> usize {
+        self.shared.serving_vectors.load(Ordering::Relaxed)
     }
 
     pub fn dims(&self) -> usize {

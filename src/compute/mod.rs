@@ -83,7 +83,9 @@ pub async fn start(config: &Config, store: &Store) -> anyhow::Result<ComputeHand
         kind: IndexKind::parse(&config.index.kind),
         hnsw_m: config.index.hnsw_m,
         ef_search: config.index.ef_search,
+        serving_vectors: Arc::new(AtomicUsize::new(0)),
     };
+    let serving_vectors = cfg.serving_vectors.clone();
     let ort_lib = config.resolve(&config.embed.onnxruntime_library);
     let (tx, thread, init) = worker::spawn(specs, serving.version.clone(), ort_lib, threads, cfg, config.embed.queue_capacity)?;
     let (outcomes, settings) = init.await.map_err(|_| anyhow::anyhow!("the compute worker died while starting"))??;
@@ -114,6 +116,7 @@ pub async fn start(config: &Config, store: &Store) -> anyhow::Result<ComputeHand
             target_similarity: target.similarity,
             target_version: Arc::from(target.version.as_str()),
             target_dims: target.dims,
+            serving_vectors,
             settings,
             thread: Mutex::new(Some(thread)),
         }),

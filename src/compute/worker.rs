@@ -21,6 +21,9 @@ pub(super) struct WorkerConfig {
     pub kind: IndexKind,
     pub hnsw_m: u32,
     pub ef_search: u32,
+    /// Vectors in the serving index, kept current by the worker after every change, so a search need not ask
+    /// the worker for it (one round trip less behind an embedding batch).
+    pub serving_vectors: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct Engine {
@@ -153,6 +156,19 @@ impl Worker {
     }
 
     fn handle(&mut self, req: Request) {
+        let changes_index = matches!(req, Request::Add { .. } | Request::Remove { .. } | Request::Reset { .. } | Request::Activate { .. });
+        self.handle_request(req);
+        if changes_index {
+            self.publish_size();
+        }
+    }
+
+    fn publish_size(&self) {
+        let n = self.engines.iter().find(|e| e.index.version == self.serving).map(|e| e.index.len()).unwrap_or(0);
+        self.cfg.serving_vectors.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn handle_request(&mut self, req: Request) {
         match req {
             Request::Embed { version, kind, texts, reply } => {
                 let version = version.unwrap_or_else(|| self.serving.clone());
@@ -471,6 +487,7 @@ pub(super) fn spawn(
             if worker.owner.is_none() {
                 worker.owns_index();
             }
+            worker.publish_size();
             worker.run();
         })
         .map_err(|e| ComputeError::Unavailable(format!("starting the compute thread: {e}")))?;

@@ -62,7 +62,7 @@ pub async fn search_with(app: &App, p: &SearchParams) -> anyhow::Result<SearchRe
     let (query, k, since_ms) = (p.query.as_str(), p.k, p.since_ms);
     let h = app.compute().await?;
     let vector = if p.no_wait { h.try_embed_query(query).await? } else { h.embed_query(query).await? };
-    let size = h.info().await?.into_iter().find(|e| e.serving).map(|e| e.vectors).unwrap_or(0);
+    let size = h.serving_vectors();
     let filtered = since_ms.is_some() || p.source.is_some();
     let mut fetch = if filtered { k.saturating_mul(4) } else { k };
     let results = loop {
