@@ -10,7 +10,7 @@
 //! - `backpressure`: a full compute queue answers 503 with Retry-After (counted in /metrics), a queue with room
 //!   never rejects;
 //! - `cli_through_the_daemon`: `newsd search`/`status`/`analyze` ask the running daemon, print the same results as
-//!   `--local`, and the CLI process stays small (peak RSS from wait4);
+//!   `--local`, and the CLI process stays small (peak RSS sampled from /proc);
 //! - `dashboard_in_a_browser`: search, an analysis, a source, "run now" and its run appearing, hostile titles
 //!   rendered as text (no script runs), a screenshot under target/.
 
