@@ -65,6 +65,15 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// A page size: `default` when absent, else 1 to [`MAX_LIMIT`].
+fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIMIT}, not {limit}")));
+    }
+    Ok(limit)
+}
+
 fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
     ApiError::bad_request(e.body_text())
 }
@@ -176,10 +185,7 @@ pub struct ArticleList {
 #[utoipa::path(get, path = "/api/articles", params(ArticlesQuery), responses((status = 200, body = ArticleList), (status = 400, body = ErrorBody)))]
 async fn articles(State(st): State<ApiState>, q: Result<Query<ArticlesQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<ArticleList>, ApiError> {
     let Query(q) = q.map_err(query_error)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIMIT}, not {limit}")));
-    }
+    let limit = page_limit(q.limit, 50)?;
     let filter = ArticleFilter {
         source: q.source.filter(|s| !s.is_empty()),
         since_ms: q.since.as_deref().filter(|s| !s.trim().is_empty()).map(parse_since).transpose().map_err(ApiError::bad_request)?,
@@ -358,10 +364,7 @@ pub(super) async fn analysis_detail(st: &ApiState, a: AnalysisRow) -> Result<Ana
 #[utoipa::path(get, path = "/api/analyses", params(PageQuery), responses((status = 200, body = AnalysisList), (status = 400, body = ErrorBody)))]
 async fn analyses(State(st): State<ApiState>, q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<AnalysisList>, ApiError> {
     let Query(q) = q.map_err(query_error)?;
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIMIT}, not {limit}")));
-    }
+    let limit = page_limit(q.limit, 20)?;
     let rows = st.app.store.list_analyses(q.before, limit).await?;
     let next_before = if rows.len() as i64 == limit { rows.last().map(|a| a.id) } else { None };
     Ok(Json(AnalysisList { analyses: rows.iter().map(AnalysisSummary::from_row).collect(), next_before }))
@@ -402,8 +405,8 @@ pub struct SourceOut {
 }
 
 pub(super) async fn source_list(st: &ApiState) -> Result<Vec<SourceOut>, ApiError> {
+    // The daemon recorded every configured source at start (`daemon::run`); a GET writes nothing.
     let cfg = &st.app.config.sources;
-    st.app.store.sync_sources(cfg).await?;
     let names: Vec<String> = cfg.iter().map(|s| s.name.clone()).collect();
     let health = st.app.store.source_health(&names).await?;
     Ok(health
@@ -492,10 +495,7 @@ async fn job_runs(
     q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RunList>, ApiError> {
     let Query(q) = q.map_err(query_error)?;
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIMIT}, not {limit}")));
-    }
+    let limit = page_limit(q.limit, 20)?;
     let runs = st.app.store.job_runs(Some(&name), limit).await?;
     Ok(Json(RunList { runs: runs.into_iter().map(RunOut::from_row).collect() }))
 }

@@ -204,6 +204,8 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     let app = App::open(config).await?;
     let config = app.config.clone();
     tracing::info!(pid = std::process::id(), data_dir = %data_dir.display(), database = %crate::store::redact(app.store.url()), "newsd daemon starting");
+    // Every configured source has its row before the first crawl, so the API and dashboard list them all.
+    app.store.sync_sources(&config.sources).await?;
     let interrupted = app.store.mark_runs_interrupted(None, "the daemon stopped (crash or kill) before the run finished").await?;
     if interrupted > 0 {
         tracing::warn!(runs = interrupted, "runs cut off by the previous daemon's end marked interrupted");

@@ -25,6 +25,19 @@ pub struct SearchResult {
     pub url: String,
 }
 
+impl SearchResult {
+    fn new(hit: &vector::Hit, a: &crate::store::ArticleRow) -> SearchResult {
+        SearchResult {
+            article_id: a.id,
+            score: hit.score,
+            title: a.title.clone(),
+            source: a.source.clone(),
+            published_at: a.published_at.unwrap_or(a.fetched_at),
+            url: a.url.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SearchReport {
     pub query: String,
@@ -77,14 +90,7 @@ pub async fn search_with(app: &App, p: &SearchParams) -> anyhow::Result<SearchRe
             if since_ms.is_some_and(|s| date < s) || p.source.as_ref().is_some_and(|s| *s != a.source) {
                 continue;
             }
-            out.push(SearchResult {
-                article_id: a.id,
-                score: hit.score,
-                title: a.title.clone(),
-                source: a.source.clone(),
-                published_at: date,
-                url: a.url.clone(),
-            });
+            out.push(SearchResult::new(hit, a));
             if out.len() == k {
                 break;
             }
@@ -115,19 +121,7 @@ pub async fn similar_to(app: &App, article_id: i64, k: usize) -> anyhow::Result<
     let hits = h.try_search(vector, k, SearchFilter { exclude: vec![article_id] }).await?;
     let ids: Vec<i64> = hits.iter().map(|h| h.article_id).collect();
     let by_id: std::collections::HashMap<i64, _> = app.store.articles_by_ids(&ids).await?.into_iter().map(|a| (a.id, a)).collect();
-    Ok(hits
-        .iter()
-        .filter_map(|hit| {
-            by_id.get(&hit.article_id).map(|a| SearchResult {
-                article_id: a.id,
-                score: hit.score,
-                title: a.title.clone(),
-                source: a.source.clone(),
-                published_at: a.published_at.unwrap_or(a.fetched_at),
-                url: a.url.clone(),
-            })
-        })
-        .collect())
+    Ok(hits.iter().filter_map(|hit| by_id.get(&hit.article_id).map(|a| SearchResult::new(hit, a))).collect())
 }
 
 #[derive(Debug, Clone, Serialize)]

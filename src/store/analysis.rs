@@ -228,12 +228,16 @@ impl Store {
 
     /// The latest analysis whose articles include `article_id` (the article's story, for the API).
     pub async fn analysis_with_article(&self, article_id: i64, scan: i64) -> Result<Option<AnalysisRow>> {
-        for a in self.list_analyses(None, scan).await? {
-            if a.article_ids.contains(&article_id) {
-                return Ok(Some(a));
-            }
+        // Only the id lists of the last `scan` analyses are read; the whole row only for the one that matches.
+        let lists: Vec<(i64, String)> = sqlx::query_as("SELECT id, article_ids FROM analyses ORDER BY id DESC LIMIT $1")
+            .bind(scan.max(1))
+            .fetch_all(self.pool())
+            .await?;
+        let found = lists.into_iter().find(|(_, ids)| serde_json::from_str::<Vec<i64>>(ids).unwrap_or_default().contains(&article_id));
+        match found {
+            Some((id, _)) => self.analysis(id).await,
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     pub async fn analysis(&self, id: i64) -> Result<Option<AnalysisRow>> {
