@@ -12,6 +12,8 @@ use crate::store::Store;
 pub struct App {
     pub config: Arc<Config>,
     pub store: Store,
+    /// This process in the cluster (node id, lease holder).
+    pub node: Arc<crate::cluster::Node>,
     /// The compute worker (ONNX model + FAISS index), started on first use by `App::compute()`.
     pub compute: Arc<tokio::sync::OnceCell<ComputeHandle>>,
     /// Operations alerts raised recently (their repeat window), per app rather than per process.
@@ -30,9 +32,11 @@ impl App {
 
     pub async fn open(config: Config) -> anyhow::Result<App> {
         let store = Store::from_config(&config).await?;
+        let node = Arc::new(crate::cluster::Node::load(&config)?);
         Ok(App {
             config: Arc::new(config),
             store,
+            node,
             compute: Arc::new(tokio::sync::OnceCell::new()),
             alerts: Arc::default(),
             crawler: Arc::new(std::sync::OnceLock::new()),
@@ -44,7 +48,7 @@ impl App {
         if let Some(c) = self.crawler.get() {
             return Ok(c.clone());
         }
-        let built = Crawler::new(self.config.clone(), self.store.clone())?;
+        let built = Crawler::for_node(self.config.clone(), self.store.clone(), self.node.clone())?;
         // Two first callers at once: one wins, both use the winner.
         Ok(self.crawler.get_or_init(|| built).clone())
     }

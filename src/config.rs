@@ -51,6 +51,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Where the file was loaded from (set by `load`), used to resolve relative paths.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -450,6 +452,51 @@ impl Default for DaemonConfig {
     }
 }
 
+/// Several daemons on one PostgreSQL database act as one cluster: each scheduled fire runs on one node, work is
+/// claimed with leases, every node follows the stored vectors into its own index. On SQLite the same code runs with
+/// one node. Times here bound how long a dead node's work waits before another node takes it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name in the cluster. Unset: generated once and kept in `<data_dir>/node-id`
+    /// (`<hostname>-<random>`), so a restarted daemon is the same node.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// How often a running daemon records that it is alive (and its index lag and leases).
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// A node whose heartbeat is older than this is dead: its running runs are marked interrupted and its jobs no
+    /// longer count as running for the overlap policy.
+    #[serde(default = "default_node_timeout", with = "humantime_serde")]
+    pub node_timeout: Duration,
+    /// Length of a work lease (a batch of articles to embed; a source's lease adds `crawl.source_time_budget`). A
+    /// process killed while holding one leaves the work to others once it runs out.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often the daemon applies vectors stored by other nodes to its index.
+    #[serde(default = "default_follow_interval", with = "humantime_serde")]
+    pub follow_interval: Duration,
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_node_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_follow_interval() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("empty cluster config deserialises")
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
@@ -568,6 +615,25 @@ impl Config {
         }
         if self.daemon.api_timeout.is_zero() {
             return Err(invalid(Some("api_timeout"), "daemon.api_timeout must be more than 0".into()));
+        }
+        let c = &self.cluster;
+        if let Some(id) = &c.node_id {
+            if id.is_empty() || id.len() > 64 || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+                return Err(invalid(Some("node_id"), format!("cluster.node_id {id:?}: 1-64 characters of A-Z a-z 0-9 - _ .")));
+            }
+        }
+        if c.heartbeat.is_zero() || c.lease.is_zero() || c.follow_interval.is_zero() {
+            return Err(invalid(Some("[cluster]"), "cluster.heartbeat, lease and follow_interval must be more than 0".into()));
+        }
+        if c.node_timeout < c.heartbeat * 2 {
+            return Err(invalid(
+                Some("node_timeout"),
+                format!(
+                    "cluster.node_timeout ({}) must be at least twice cluster.heartbeat ({}): a live node would be taken for dead",
+                    humantime::format_duration(c.node_timeout),
+                    humantime::format_duration(c.heartbeat)
+                ),
+            ));
         }
         self.analysis.validate(self).map_err(|(needle, message)| invalid(needle.as_deref(), message))?;
         self.notify.validate().map_err(|(needle, message)| invalid(needle.as_deref(), message))?;

@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod cluster;
 pub mod compute;
 pub mod config;
 pub mod crawl;

@@ -60,6 +60,18 @@ pub struct Metrics {
     pub api_requests: Family<Labels, Counter>,
     /// Requests answered 503 because the compute worker's queue was full (explicit backpressure).
     pub api_busy: Counter,
+    /// 1, labelled with this node's id, host and version.
+    pub node_info: Family<Labels, Gauge>,
+    /// Scheduled fires another node claimed first, by job (this node did not run them).
+    pub fires_taken_elsewhere: Family<Labels, Counter>,
+    /// Nodes in the cluster by state (alive, dead, stopped), as of this node's last heartbeat.
+    pub cluster_nodes: Family<Labels, Gauge>,
+    /// Embeddings changes in the database not yet in this node's index.
+    pub index_lag: Gauge,
+    /// The embeddings change sequence number this node's index has applied.
+    pub index_seq: Gauge,
+    /// Work leases this node holds.
+    pub leases_held: Gauge,
 }
 
 #[derive(Clone)]
@@ -105,7 +117,25 @@ impl Metrics {
         r.register("newsd_api_requests", "HTTP API and dashboard requests by route and status", api_requests.clone());
         let api_busy = Counter::default();
         r.register("newsd_api_busy", "Requests answered 503 because the compute queue was full", api_busy.clone());
+        let node_info = Family::<Labels, Gauge>::default();
+        r.register("newsd_node_info", "This node (labels: node, host, version)", node_info.clone());
+        let fires_taken_elsewhere = Family::<Labels, Counter>::default();
+        r.register("newsd_fires_taken_elsewhere", "Scheduled fires another node claimed first, by job", fires_taken_elsewhere.clone());
+        let cluster_nodes = Family::<Labels, Gauge>::default();
+        r.register("newsd_cluster_nodes", "Nodes in the cluster by state (alive, dead, stopped)", cluster_nodes.clone());
+        let index_lag = Gauge::default();
+        r.register("newsd_index_lag", "Embeddings changes stored but not yet in this node's index", index_lag.clone());
+        let index_seq = Gauge::default();
+        r.register("newsd_index_seq", "Embeddings change sequence number this node's index has applied", index_seq.clone());
+        let leases_held = Gauge::default();
+        r.register("newsd_leases_held", "Work leases this node holds", leases_held.clone());
         Metrics {
+            node_info,
+            fires_taken_elsewhere,
+            cluster_nodes,
+            index_lag,
+            index_seq,
+            leases_held,
             registry: Mutex::new(r),
             named: Mutex::new(HashMap::new()),
             job_runs,

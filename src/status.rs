@@ -25,6 +25,60 @@ pub struct Status {
     /// Why the schedule files are invalid, when they are (with a daemon running: an edit it refused, while it
     /// keeps running the schedule in `jobs`).
     pub schedule_error: Option<String>,
+    /// Every daemon (node) that has used this database: one on SQLite, several sharing a PostgreSQL database.
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A node of the cluster as `status` and the API show it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeStatus {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    pub version: String,
+    /// alive | dead (heartbeat older than cluster.node_timeout) | stopped (cleanly)
+    pub state: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub stopped_at: Option<i64>,
+    /// Its HTTP endpoint (API, dashboard, /metrics), when it serves one.
+    pub http_addr: Option<String>,
+    /// Vectors in its serving index, the change sequence number it has applied, and how many changes it is behind.
+    pub index_vectors: i64,
+    pub index_seq: i64,
+    pub index_lag: i64,
+    /// Work leases it holds (sources being crawled, articles being embedded).
+    pub leases: i64,
+    /// This process's node (the data directory's).
+    pub this_node: bool,
+}
+
+/// The nodes recorded in the database, with their state as of now.
+pub async fn nodes(app: &App) -> anyhow::Result<Vec<NodeStatus>> {
+    let now = crate::store::now_ms();
+    Ok(app
+        .store
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|n| NodeStatus {
+            state: <&str>::from(crate::cluster::node_state(&n, app.config.cluster.node_timeout, now)).to_string(),
+            this_node: n.id == app.node.id,
+            id: n.id,
+            host: n.host,
+            pid: n.pid,
+            version: n.version,
+            started_at: n.started_at,
+            heartbeat_at: n.heartbeat_at,
+            stopped_at: n.stopped_at,
+            http_addr: n.http_addr,
+            index_vectors: n.index_vectors,
+            index_seq: n.index_seq,
+            index_lag: n.index_lag,
+            leases: n.leases,
+        })
+        .collect())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,7 +131,7 @@ async fn daemon(app: &App) -> anyhow::Result<(DaemonStatus, Option<Vec<JobSpec>>
     let Some(holder) = crate::daemon::lock::holder(&app.config.data_dir())? else { return Ok((d, None)) };
     d.running = true;
     d.pid = holder.parse().ok();
-    let state = app.store.daemon_state().await?;
+    let state = app.store.daemon_state(&app.node.id).await?;
     let Some(st) = state.filter(|st| d.pid.is_none_or(|p| p == st.pid)) else {
         d.note = Some("the daemon has not recorded its schedule yet (starting?); jobs are read from the files".into());
         return Ok((d, None));
@@ -178,6 +232,7 @@ pub async fn collect(app: &App) -> anyhow::Result<Status> {
         daemon,
         jobs,
         schedule_error,
+        nodes: nodes(app).await?,
     })
 }
 
@@ -221,6 +276,23 @@ pub fn print_human(s: &Status) {
             d.http_addr.as_deref().map(|a| format!("; HTTP on {a}")).unwrap_or_default()
         ),
         (true, _) => println!("daemon: running, pid {}; {}", d.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()), d.note.as_deref().unwrap_or("")),
+    }
+    if s.nodes.len() > 1 || s.nodes.iter().any(|n| !n.this_node) {
+        println!("nodes:");
+        for n in &s.nodes {
+            println!(
+                "  {:<28} {:<8} {:<16} pid {:<8} heartbeat {}  index {} vectors, {} behind  {} leases{}",
+                n.id,
+                n.state,
+                n.host,
+                n.pid,
+                fmt_ms(n.heartbeat_at),
+                n.index_vectors,
+                n.index_lag,
+                n.leases,
+                if n.this_node { "  (this data directory)" } else { "" }
+            );
+        }
     }
     println!("jobs:");
     if let Some(e) = &s.schedule_error {

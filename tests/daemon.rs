@@ -342,7 +342,7 @@ async fn panics_timeouts_failures_overlap_and_missed_runs_are_recorded_and_the_d
     let store = open_store(dir).await;
     let long_ago = chrono::Utc::now().timestamp_millis() - 2 * 365 * 86_400_000;
     for name in ["yearly-run-once", "yearly-skip"] {
-        let id = store.start_job_run(name, "_test_sleep", "schedule", Some(long_ago)).await.unwrap();
+        let id = store.start_job_run(name, "_test_sleep", "schedule", "old-node", Some(long_ago)).await.unwrap();
         store.finish_job_run(id, RunOutcome::Ok, None, None).await.unwrap();
     }
     let schedule = [

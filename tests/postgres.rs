@@ -161,3 +161,17 @@ secret_env = "NEWSD_PG_SECRET"
     pg.close().await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
 }
+
+/// The cluster's shared state on PostgreSQL (the same checks the SQLite unit test runs): fire claims, leases
+/// (claimed `FOR UPDATE SKIP LOCKED`), host slots, the embeddings change sequence with its triggers and deletions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_state_on_postgres() {
+    let (base, admin) = test_server().await;
+    let schema = format!("newsd_cluster_state_{}", rand::random::<u32>());
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+    let url = format!("{base}?options=-c%20search_path%3D{schema}");
+    let store = newsd::store::Store::open(&url, 4, Duration::from_secs(5)).await.unwrap();
+    newsd::testkit::cluster::cluster_store_checks(&store).await;
+    store.close().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+}

@@ -20,7 +20,7 @@ impl DaemonClient {
     /// The running daemon's API, when a live daemon holds the data directory's lock and recorded where it serves.
     pub async fn find(app: &App) -> Option<DaemonClient> {
         let holder = crate::daemon::lock::holder(&app.config.data_dir()).ok()??;
-        let state = app.store.daemon_state().await.ok()??;
+        let state = app.store.daemon_state(&app.node.id).await.ok()??;
         if holder.parse::<i64>().ok().is_some_and(|pid| pid != state.pid) {
             return None;
         }

@@ -110,8 +110,9 @@ async fn index(State(st): State<ApiState>) -> Response {
         let (jobs, _) = crate::status::job_statuses(&st.app).await?;
         let articles = st.app.store.count_articles().await?;
         let index = crate::index::summary(&st.app).await.ok();
+        let nodes = crate::status::nodes(&st.app).await?;
         Ok::<_, ApiError>(context! {
-            analyses, sources, jobs, articles,
+            analyses, sources, jobs, articles, nodes,
             index_size => index.as_ref().and_then(|i| i.index_size).unwrap_or(0),
             model => index.as_ref().and_then(|i| i.model_version.clone()).unwrap_or_default(),
         })

@@ -30,6 +30,7 @@ pub(super) fn router() -> Router<ApiState> {
         .route("/api/jobs/{name}/run", post(run_job))
         .route("/api/analyze", post(analyze))
         .route("/api/status", get(status))
+        .route("/api/nodes", get(nodes))
         .fallback(not_found)
 }
 
@@ -37,10 +38,10 @@ pub(super) fn router() -> Router<ApiState> {
 #[openapi(
     info(title = "newsd API", description = "Ask the running newsd daemon: search, articles, analyses, sources, jobs. \
         Model and index work goes through the daemon's one compute worker; a full queue answers 503 with Retry-After."),
-    paths(search, articles, article, analyses, latest_analysis, analysis, sources, jobs, job_runs, run_job, analyze, status),
+    paths(search, articles, article, analyses, latest_analysis, analysis, sources, jobs, job_runs, run_job, analyze, status, nodes),
     components(schemas(SearchReport, SearchResult, ArticleList, ArticleOut, ArticleDetail, StoryOut, AnalysisList,
         AnalysisSummary, AnalysisDetail, NotificationOut, SourceOut, JobList, crate::status::JobStatus, RunList, RunOut,
-        RunStarted, AnalyzeAnswer, FireAccepted, ErrorBody, ErrorDetail))
+        RunStarted, AnalyzeAnswer, FireAccepted, ErrorBody, ErrorDetail, crate::status::NodeStatus))
 )]
 pub struct ApiDoc;
 
@@ -455,6 +456,8 @@ pub struct RunOut {
     pub task: String,
     /// schedule | missed | queued | manual
     pub fired_by: String,
+    /// The node that ran it (several daemons on one database).
+    pub node: Option<String>,
     pub scheduled_at: Option<i64>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -472,6 +475,7 @@ impl RunOut {
             job: r.job,
             task: r.task,
             fired_by: r.fired_by,
+            node: r.node,
             scheduled_at: r.scheduled_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
@@ -584,6 +588,12 @@ async fn analyze(State(st): State<ApiState>, q: Result<Query<AnalyzeQuery>, axum
 }
 
 // ---------------------------------------------------------------------------------------------------- status
+
+/// The daemons sharing this database (the cluster): state, heartbeat, index position and lag, leases held.
+#[utoipa::path(get, path = "/api/nodes", responses((status = 200, body = Vec<crate::status::NodeStatus>)))]
+async fn nodes(State(st): State<ApiState>) -> Result<Json<Vec<crate::status::NodeStatus>>, ApiError> {
+    Ok(Json(crate::status::nodes(&st.app).await?))
+}
 
 /// What `newsd status --json` prints.
 #[utoipa::path(get, path = "/api/status", responses((status = 200, description = "the status document of `newsd status --json`", body = Object)))]

@@ -20,9 +20,22 @@ pub struct E2eBenchArgs {
     pub limit: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Run as a cluster of real daemon processes on one PostgreSQL database, once per size given (e.g. `1,2,3`),
+    /// instead of in this process.
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<usize>,
+    /// The PostgreSQL server for `--nodes` (a fresh schema per size, dropped after).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub postgres: String,
 }
 
 pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
+    if !args.nodes.is_empty() {
+        if args.nodes.iter().any(|&n| n == 0 || n > 8) {
+            anyhow::bail!("--nodes takes cluster sizes from 1 to 8, e.g. --nodes 1,2,3");
+        }
+        return super::cluster::run(&args.nodes, args.limit, &args.postgres).await;
+    }
     let mut all = corpus::load()?;
     if let Some(n) = args.limit {
         all.truncate(n);

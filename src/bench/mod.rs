@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod crawl;
+pub mod cluster;
 pub mod e2e;
 pub mod embed;
 pub mod search;

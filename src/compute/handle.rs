@@ -26,6 +26,8 @@ pub struct EngineInfo {
     /// This process holds the index lock and writes the index files (see `index::owner`); otherwise its changes
     /// stay in memory.
     pub owner: bool,
+    /// The embeddings change sequence number the index has applied.
+    pub seq: i64,
 }
 
 pub use crate::embed::model::{Similarity, TextKind};
@@ -42,6 +44,7 @@ pub(super) enum Request {
     Activate { version: String, reply: Reply<()> },
     Info { reply: Reply<Vec<EngineInfo>> },
     LiveIds { version: String, reply: Reply<Vec<i64>> },
+    SetSeq { version: String, seq: i64, reply: Reply<()> },
     Shutdown { reply: Reply<()> },
 }
 
@@ -59,6 +62,8 @@ pub(super) struct Shared {
     pub serving_vectors: Arc<AtomicUsize>,
     pub settings: ThreadSettings,
     pub thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// One `compute::follow` pass at a time (two would apply the same changes, and an older read could land last).
+    pub follow_lock: tokio::sync::Mutex<()>,
 }
 
 /// Cheap to clone; every clone talks to the same worker thread.
@@ -223,6 +228,11 @@ impl ComputeHandle {
 
     pub async fn info(&self) -> Result<Vec<EngineInfo>, ComputeError> {
         self.call(|reply| Request::Info { reply }).await
+    }
+
+    /// Records that a version's index holds every stored change up to `seq` (after applying them).
+    pub async fn set_seq(&self, version: &str, seq: i64) -> Result<(), ComputeError> {
+        self.call(|reply| Request::SetSeq { version: version.to_string(), seq, reply }).await
     }
 
     /// Ids searchable in a version's index.

@@ -119,17 +119,108 @@ pub async fn start(config: &Config, store: &Store) -> anyhow::Result<ComputeHand
             serving_vectors,
             settings,
             thread: Mutex::new(Some(thread)),
+            follow_lock: tokio::sync::Mutex::new(()),
         }),
     };
     for o in outcomes {
+        if o.rebuild.is_none() && o.seq > 0 {
+            // The saved index knows where it stopped: apply what was stored (by any node) since, vectors replaced
+            // included; the id check below then only confirms.
+            let _guard = handle.shared.follow_lock.lock().await;
+            let (applied, seq) = follow_version(&handle, store, &o.version, o.seq).await?;
+            if applied > 0 {
+                tracing::info!(version = %o.version, changes = applied, from = o.seq, to = seq, "index caught up with the database");
+            }
+        }
         reconcile(&handle, store, &o.version, o.rebuild).await?;
     }
     Ok(handle)
 }
 
+/// What one pass of [`follow`] did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FollowReport {
+    /// Changes applied (vectors added or replaced, vectors removed).
+    pub applied: usize,
+    /// The change sequence number the serving index has reached.
+    pub seq: i64,
+    /// Changes in the database past it (0 right after a pass unless writers are busy).
+    pub lag: i64,
+    /// The cluster finished a switch-over to the new model version (another node did): this one followed.
+    pub switched: bool,
+}
+
+/// Brings every index of this process up to the stored vectors: applies, in sequence order, the vectors stored or
+/// replaced and deleted since its last pass, by this node or any other (the embeddings change sequence; see
+/// `store::EmbeddingChange`). Also follows a model switch-over the database records as done. One pass at a time
+/// per process; cheap when nothing changed (two indexed MAX queries).
+pub async fn follow(handle: &ComputeHandle, store: &Store) -> anyhow::Result<FollowReport> {
+    let _guard = handle.shared.follow_lock.lock().await;
+    let mut report = FollowReport::default();
+    let target = handle.target_version().to_string();
+    if handle.model_version() != target && store.active_model().await?.is_some_and(|m| m.version == target) {
+        handle.activate(&target).await?;
+        tracing::info!(version = %target, "another node completed the switch-over: searches use the new model version");
+        report.switched = true;
+    }
+    let serving = handle.model_version();
+    for e in handle.info().await? {
+        let (applied, seq) = follow_version(handle, store, &e.version, e.seq).await?;
+        report.applied += applied;
+        if e.version == serving {
+            report.seq = seq;
+        }
+    }
+    report.lag = (store.embedding_seq().await? - report.seq).max(0);
+    Ok(report)
+}
+
+/// Applies one version's changes after `from`; returns how many and the sequence number reached.
+async fn follow_version(handle: &ComputeHandle, store: &Store, version: &str, from: i64) -> anyhow::Result<(usize, i64)> {
+    let mut seq = from;
+    let mut applied = 0;
+    loop {
+        let (changes, reached) = store.embedding_changes(version, seq, 2000).await?;
+        if !changes.is_empty() {
+            applied += changes.len();
+            // The last change of an article decides: its current vector, or gone.
+            let mut last: std::collections::HashMap<i64, Option<Vec<f32>>> = std::collections::HashMap::new();
+            for c in changes {
+                last.insert(c.article_id, c.vector);
+            }
+            let mut removed = Vec::new();
+            let (mut ids, mut vectors) = (Vec::new(), Vec::new());
+            for (id, v) in last {
+                match v {
+                    Some(v) => {
+                        ids.push(id);
+                        vectors.push(v);
+                    }
+                    None => removed.push(id),
+                }
+            }
+            if !removed.is_empty() {
+                handle.remove(Some(version), removed).await?;
+            }
+            if !ids.is_empty() {
+                handle.add(version, ids, &vectors).await?;
+            }
+        }
+        let moved = reached > seq;
+        seq = reached;
+        handle.set_seq(version, seq).await?;
+        if !moved {
+            break;
+        }
+    }
+    Ok((applied, seq))
+}
+
 /// Makes a version's index hold exactly the stored vectors of that version.
 pub(crate) async fn reconcile(handle: &ComputeHandle, store: &Store, version: &str, rebuild: Option<String>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // Read before the ids: the index will hold at least every change up to here.
+    let end = store.embedding_seq().await?;
     let db: Vec<i64> = store.embedding_ids(version).await?;
     let in_index: HashSet<i64> = handle.live_ids(version).await?.into_iter().collect();
     let db_set: HashSet<i64> = db.iter().copied().collect();
@@ -168,6 +259,10 @@ pub(crate) async fn reconcile(handle: &ComputeHandle, store: &Store, version: &s
             let (ids, vectors): (Vec<i64>, Vec<Vec<f32>>) = chunk.iter().filter_map(|id| map.get(id).map(|v| (*id, v.clone()))).unzip();
             handle.add(version, ids, &vectors).await?;
         }
+    }
+    // An index that did not know its position (rebuilt, or saved before the sequence existed) is at `end` now.
+    if handle.info().await?.iter().any(|e| e.version == version && e.seq == 0) {
+        handle.set_seq(version, end).await?;
     }
     if rebuild.is_some() || !missing.is_empty() || !extra.is_empty() {
         handle.save(rebuild.is_some()).await?;

@@ -61,6 +61,8 @@ pub(super) struct LoadOutcome {
     pub version: String,
     /// None: the saved index was loaded; Some(reason): starting from an empty index.
     pub rebuild: Option<String>,
+    /// The change sequence number the loaded index includes (0: unknown or empty).
+    pub seq: i64,
 }
 
 pub(super) type Init = oneshot::Receiver<Result<(Vec<LoadOutcome>, ThreadSettings), ComputeError>>;
@@ -263,9 +265,18 @@ impl Worker {
                         unsaved: e.index.unsaved,
                         dir: e.index.dir.clone(),
                         owner,
+                        seq: e.index.seq,
                     })
                     .collect();
                 let _ = reply.send(Ok(infos));
+            }
+            Request::SetSeq { version, seq, reply } => {
+                let r = self.engine(&version).map(|e| {
+                    if seq > e.index.seq {
+                        e.index.seq = seq;
+                    }
+                });
+                let _ = reply.send(r);
             }
             Request::LiveIds { version, reply } => {
                 let r = self.engine(&version).map(|e| {
@@ -478,7 +489,7 @@ pub(super) fn spawn(
                         }
                     },
                 };
-                outcomes.push(LoadOutcome { version, rebuild });
+                outcomes.push(LoadOutcome { version, rebuild, seq: index.seq });
                 engines.push(Engine { model, index });
             }
             let _ = init_tx.send(Ok((outcomes, settings)));

@@ -91,6 +91,16 @@ type HostGate = Arc<tokio::sync::Mutex<Option<Instant>>>;
 const HOST_WAIT_MAX: Duration = Duration::from_secs(5);
 type RobotsSlot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<RobotsRules>)>>>;
 
+/// Per-host politeness shared with other processes and nodes (the database's `host_slots`): each request reserves
+/// the host's next slot, and a Retry-After pauses the host for everyone. The in-process gate still keeps one
+/// connection per host and spaces this process's own requests.
+pub trait HostLedger: Send + Sync {
+    /// Reserves the next request slot on `host`; returns when it starts (unix ms).
+    fn reserve<'a>(&'a self, host: &'a str, interval: Duration) -> futures::future::BoxFuture<'a, anyhow::Result<i64>>;
+    /// The host asked every client to wait until `until_ms` (unix ms).
+    fn pause<'a>(&'a self, host: &'a str, until_ms: i64) -> futures::future::BoxFuture<'a, anyhow::Result<()>>;
+}
+
 #[derive(Clone)]
 pub struct Fetcher {
     /// Feeds (and pages where private addresses are allowed).
@@ -105,6 +115,8 @@ pub struct Fetcher {
     robots: Arc<Mutex<HashMap<String, RobotsSlot>>>,
     robots_agent: String,
     last_sweep: Arc<Mutex<Instant>>,
+    /// Spacing and pauses shared across processes (None: this process's own only).
+    ledger: Option<Arc<dyn HostLedger>>,
 }
 
 #[derive(Debug)]
@@ -145,7 +157,15 @@ impl Fetcher {
             robots: Arc::new(Mutex::new(HashMap::new())),
             robots_agent,
             last_sweep: Arc::new(Mutex::new(Instant::now())),
+            ledger: None,
         })
+    }
+
+    /// Shares host spacing and Retry-After pauses through `ledger` (the database), so several processes and
+    /// nodes crawling the same host stay as polite as one.
+    pub fn with_ledger(mut self, ledger: Arc<dyn HostLedger>) -> Fetcher {
+        self.ledger = Some(ledger);
+        self
     }
 
     fn host_gate(&self, host: &str) -> HostGate {
@@ -261,12 +281,33 @@ impl Fetcher {
                 tokio::time::sleep(wait).await;
             }
         }
+        if let Some(ledger) = &self.ledger {
+            // The cluster-wide slot: other processes may have used (or paused) this host since.
+            match ledger.reserve(&host_key, self.config.per_host_interval).await {
+                Ok(start_ms) => {
+                    let wait = Duration::from_millis((start_ms - crate::store::now_ms()).max(0) as u64);
+                    if wait > HOST_WAIT_MAX.max(self.config.per_host_interval) {
+                        return Err(FetchError::HostBackoff { url: url.to_string(), wait });
+                    }
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                Err(e) => tracing::warn!(host = %host_key, error = %format!("{e:#}"), "reserving a shared host slot failed; spacing this process's requests only"),
+            }
+        }
         let _permit = self.global.acquire().await.map_err(|e| FetchError::Other(e.to_string()))?;
         let result = self.request(client, url, validators).await;
         let mut next = Instant::now() + self.config.per_host_interval;
         if let Err(FetchError::Status { retry_after: Some(d), .. }) = &result {
             // The whole host is rate limited, not only this URL: later requests to it wait too.
-            next = next.max(Instant::now() + (*d).min(self.config.retry_after_max));
+            let pause = (*d).min(self.config.retry_after_max);
+            next = next.max(Instant::now() + pause);
+            if let Some(ledger) = &self.ledger {
+                if let Err(e) = ledger.pause(&host_key, crate::store::now_ms() + pause.as_millis() as i64).await {
+                    tracing::warn!(host = %host_key, error = %format!("{e:#}"), "recording a host's Retry-After for other nodes failed");
+                }
+            }
         }
         *not_before = Some(next);
         result

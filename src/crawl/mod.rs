@@ -27,9 +27,20 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::config::{Config, SourceConfig};
-use crate::store::{now_ms, ArticleRow, FetchOutcome, NewArticle, PageStatus, PageUpdate, SourceState, Store};
+use crate::store::{now_ms, ArticleRow, FetchOutcome, NewArticle, PageStatus, PageUpdate, SourceState, Store, SOURCE_LEASE};
 pub use extract::{extract, Extracted};
-pub use fetch::{FetchError, Fetched, Fetcher, Target, Validators};
+pub use fetch::{FetchError, Fetched, Fetcher, HostLedger, Target, Validators};
+
+/// The database as the cluster's host ledger (`host_slots`).
+impl HostLedger for Store {
+    fn reserve<'a>(&'a self, host: &'a str, interval: std::time::Duration) -> futures::future::BoxFuture<'a, anyhow::Result<i64>> {
+        Box::pin(async move { Ok(self.reserve_host_slot(host, interval.as_millis() as i64).await?) })
+    }
+
+    fn pause<'a>(&'a self, host: &'a str, until_ms: i64) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { Ok(self.pause_host(host, until_ms).await?) })
+    }
+}
 
 /// Content-hash dedup needs this much normalised text (bytes) to tell one article from another: below it (link-only
 /// items, a bare title) distinct articles would hash alike, so they are told apart by URL only.
@@ -66,6 +77,8 @@ pub enum SourceStatus {
     Failed,
     /// Not fetched: backing off (failures, Retry-After) or inside `min_interval` until `next_fetch_at`.
     Deferred,
+    /// Not fetched: another node or process is crawling it right now (it holds the source's lease).
+    Leased,
 }
 
 /// One source's result in a crawl pass (part of the stable `--json` output).
@@ -149,6 +162,8 @@ pub struct Crawler {
     fetcher: Fetcher,
     /// Bounds CPU-bound parsing and extraction to the machine's cores.
     extract_slots: Arc<Semaphore>,
+    /// Who holds the sources' leases while crawling them.
+    node: Arc<crate::cluster::Node>,
 }
 
 /// An article whose page is to be read in this pass.
@@ -164,10 +179,16 @@ struct PageJob {
 }
 
 impl Crawler {
+    /// A crawler for this process's node (read from the data directory).
     pub fn new(config: Arc<Config>, store: Store) -> anyhow::Result<Crawler> {
-        let fetcher = Fetcher::new(&config.crawl)?;
+        let node = Arc::new(crate::cluster::Node::load(&config)?);
+        Crawler::for_node(config, store, node)
+    }
+
+    pub fn for_node(config: Arc<Config>, store: Store, node: Arc<crate::cluster::Node>) -> anyhow::Result<Crawler> {
+        let fetcher = Fetcher::new(&config.crawl)?.with_ledger(Arc::new(store.clone()));
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        Ok(Crawler { config, store, fetcher, extract_slots: Arc::new(Semaphore::new(cores)) })
+        Ok(Crawler { config, store, fetcher, extract_slots: Arc::new(Semaphore::new(cores)), node })
     }
 
     pub fn fetcher(&self) -> &Fetcher {
@@ -200,12 +221,21 @@ impl Crawler {
                 let t = Instant::now();
                 // A panic anywhere in one source's work (a parser or extractor bug hit by hostile input) is that
                 // source's failure, recorded against it with back-off; the other sources carry on.
-                let caught = AssertUnwindSafe(this.crawl_source(&src, &state, force)).catch_unwind().await;
-                let mut r = match caught {
-                    Ok(r) => r,
-                    Err(panic) => {
-                        let msg = format!("{}: crawling panicked: {}", src.url, panic_message(panic.as_ref()));
-                        this.fail(&src, &state, msg.clone(), &FetchError::Other(msg)).await
+                let mut r = match this.lease_source(&src, &state).await {
+                    Err(r) => r,
+                    Ok(state) => {
+                        let caught = AssertUnwindSafe(this.crawl_source(&src, &state, force)).catch_unwind().await;
+                        let r = match caught {
+                            Ok(r) => r,
+                            Err(panic) => {
+                                let msg = format!("{}: crawling panicked: {}", src.url, panic_message(panic.as_ref()));
+                                this.fail(&src, &state, msg.clone(), &FetchError::Other(msg)).await
+                            }
+                        };
+                        if let Err(e) = this.store.release_leases(SOURCE_LEASE, &[state.id], &this.node.holder).await {
+                            tracing::warn!(error = %e, "giving the source's lease back (it runs out by itself)");
+                        }
+                        r
                     }
                 };
                 r.duration_ms = t.elapsed().as_millis() as u64;
@@ -227,7 +257,7 @@ impl Crawler {
                 SourceStatus::Fetched => totals.fetched += 1,
                 SourceStatus::NotModified => totals.not_modified += 1,
                 SourceStatus::Failed => totals.failed += 1,
-                SourceStatus::Deferred => totals.deferred += 1,
+                SourceStatus::Deferred | SourceStatus::Leased => totals.deferred += 1,
             }
             totals.items += r.items;
             totals.new += r.new;
@@ -236,6 +266,37 @@ impl Crawler {
             totals.pages_pending += r.pages_pending;
         }
         Ok(CrawlReport { sources: reports, totals, duration_ms: started.elapsed().as_millis() as u64 })
+    }
+
+    /// Takes the source's lease for this pass (its feed, then its pending pages), so no other node or process
+    /// crawls it at the same time; returns its state as of now (another node may have crawled it since `state`
+    /// was read). Held at most the source's time budget plus `cluster.lease`: a process killed mid-pass leaves the
+    /// source to others then.
+    async fn lease_source(&self, src: &SourceConfig, state: &SourceState) -> Result<SourceState, SourceReport> {
+        let ttl = self.config.crawl.source_time_budget + self.config.crawl.request_timeout * 2 + self.config.cluster.lease;
+        match self.store.claim_lease(SOURCE_LEASE, state.id, &self.node.holder, &self.node.id, ttl.as_millis() as i64).await {
+            Ok(true) => match self.store.source_state(&src.name).await {
+                Ok(Some(now)) => Ok(now),
+                Ok(None) => Ok(state.clone()),
+                Err(e) => {
+                    let _ = self.store.release_leases(SOURCE_LEASE, &[state.id], &self.node.holder).await;
+                    let mut r = SourceReport::new(&src.name, SourceStatus::Failed);
+                    r.error = Some(format!("{}: reading source state: {e}", src.url));
+                    Err(r)
+                }
+            },
+            Ok(false) => {
+                let holder = self.store.lease_holder(SOURCE_LEASE, state.id).await.ok().flatten().unwrap_or_else(|| "?".into());
+                let mut r = SourceReport::new(&src.name, SourceStatus::Leased);
+                r.error = Some(format!("being crawled by node {holder}"));
+                Err(r)
+            }
+            Err(e) => {
+                let mut r = SourceReport::new(&src.name, SourceStatus::Failed);
+                r.error = Some(format!("{}: claiming the source: {e}", src.url));
+                Err(r)
+            }
+        }
     }
 
     async fn crawl_source(&self, src: &SourceConfig, state: &SourceState, force: bool) -> SourceReport {

@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use crate::metrics::{global as metrics, labels};
 use crate::app::App;
 use crate::schedule::{JobSpec, Overlap};
+use crate::store::FireClaim;
 use crate::tasks::run_task_until;
 
 /// How long a timed-out run's task gets to reach an await point before the timeout is recorded without it.
@@ -121,9 +122,33 @@ impl Executor {
         self.lock().active
     }
 
-    /// Starts a run of `spec` (non-blocking), applying its overlap policy.
+    /// Starts a run of `spec` (non-blocking), applying its overlap policy. A scheduled fire (a cron tick, or a missed
+    /// one at start) is first claimed in the database: of all the nodes sharing it, the one that claims (job, fire
+    /// time) first runs it; the others leave it (counted in `newsd_fires_taken_elsewhere_total`).
     pub fn fire(self: &Arc<Self>, spec: Arc<JobSpec>, fired_by: FiredBy, scheduled_at: Option<DateTime<Utc>>) -> FireAccepted {
-        self.fire_inner(Fire { spec, fired_by, scheduled_at, done: None })
+        let Some(at) = scheduled_at.filter(|_| matches!(fired_by, FiredBy::Schedule | FiredBy::Missed)) else {
+            return self.fire_inner(Fire { spec, fired_by, scheduled_at, done: None });
+        };
+        if self.is_stopping() {
+            return FireAccepted::Stopping;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let node = &this.app.node.id;
+            match this.app.store.claim_fire(&spec.name, at.timestamp_millis(), node).await {
+                Ok(FireClaim::Won) => {
+                    this.fire_inner(Fire { spec, fired_by, scheduled_at, done: None });
+                }
+                Ok(FireClaim::Taken { node: other }) => {
+                    tracing::debug!(job = %spec.name, fire_at = %at.to_rfc3339(), node = %other, "fire claimed by another node");
+                    metrics().fires_taken_elsewhere.get_or_create(&labels(&[("job", &spec.name)])).inc();
+                }
+                // Without the claim the fire might run twice; the database being unreachable, the run could not be
+                // recorded either. Left to the next tick.
+                Err(e) => tracing::error!(job = %spec.name, fire_at = %at.to_rfc3339(), error = %e, "claiming a scheduled fire failed; not running it"),
+            }
+        });
+        FireAccepted::Started
     }
 
     /// [`Self::fire`] that also says how the run ended (a skipped fire ends at once as `skipped`; the receiver
@@ -218,22 +243,55 @@ impl Executor {
     async fn record_skipped(&self, fire: &Fire, reason: &str) {
         let spec = &fire.spec;
         let at = fire.scheduled_at.map(|t| t.timestamp_millis());
-        if let Err(e) = self.app.store.record_skipped_run(&spec.name, spec.task.name(), fire.fired_by.as_str(), at, reason).await {
+        if let Err(e) = self.app.store.record_skipped_run(&spec.name, spec.task.name(), fire.fired_by.as_str(), &self.app.node.id, at, reason).await {
             tracing::warn!(job = %spec.name, error = %e, "recording a skipped run");
         }
         metrics().job_runs.get_or_create(&labels(&[("job", &spec.name), ("task", spec.task.name()), ("outcome", Outcome::Skipped.as_str())])).inc();
+    }
+
+    /// The overlap policy across the cluster: a run of this job still running on another live node skips this fire
+    /// (`overlap = "skip"`, recorded) or holds it until that run ends (`"queue"`). Returns the skip.
+    async fn overlap_elsewhere(&self, fire: &Fire) -> Option<RunEnd> {
+        let spec = &fire.spec;
+        loop {
+            let alive_after = crate::cluster::alive_after(&self.app.config);
+            let other = match self.app.store.running_elsewhere(&spec.name, &self.app.node.id, alive_after).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(job = %spec.name, error = %e, "checking runs on other nodes; running anyway");
+                    None
+                }
+            };
+            let Some((_, node)) = other else { return None };
+            if spec.overlap == Overlap::Skip {
+                let reason = format!("previous run still running on node {node}");
+                tracing::info!(job = %spec.name, "{reason}; tick skipped");
+                self.record_skipped(fire, &reason).await;
+                return Some(RunEnd { run_id: None, outcome: Outcome::Skipped, counters: None, error: Some(reason) });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.wait_stopping() => {}
+            }
+            if self.is_stopping() {
+                return Some(RunEnd { run_id: None, outcome: Outcome::Skipped, counters: None, error: Some("the daemon is stopping".into()) });
+            }
+        }
     }
 
     /// One run, start to history row. Never panics, never returns an error: everything is recorded.
     async fn run_one(&self, fire: &Fire) -> RunEnd {
         let spec = &fire.spec;
         let task_name = spec.task.name();
+        if let Some(skipped) = self.overlap_elsewhere(fire).await {
+            return skipped;
+        }
         if spec.task.writes_large_files() && !super::disk::guard(&self.app, &format!("job {}", spec.name), &self.app.config.data_dir()).await {
             self.record_skipped(fire, "low disk space").await;
             return RunEnd { run_id: None, outcome: Outcome::Skipped, counters: None, error: Some("low disk space".into()) };
         }
         let scheduled_at = fire.scheduled_at.map(|t| t.timestamp_millis());
-        let row = match self.app.store.start_job_run(&spec.name, task_name, fire.fired_by.as_str(), scheduled_at).await {
+        let row = match self.app.store.start_job_run(&spec.name, task_name, fire.fired_by.as_str(), &self.app.node.id, scheduled_at).await {
             Ok(id) => Some(id),
             Err(e) => {
                 tracing::error!(job = %spec.name, error = %e, "recording the start of a run; running it anyway");

@@ -110,6 +110,7 @@ impl Daemon {
             }
         };
         let st = crate::store::DaemonState {
+            node: self.app.node.id.clone(),
             pid: std::process::id() as i64,
             started_at: self.started_at,
             applied_at: crate::store::now_ms(),
@@ -136,10 +137,12 @@ impl Daemon {
                 }
             };
             let Some(last) = chrono::DateTime::from_timestamp_millis(last) else { continue };
-            if job.fired_between(last, now) {
+            // Claimed under the last missed fire time: of several nodes starting together, one runs it; a fire
+            // another node ran while this one was down is in the history (`last`) and is not missed.
+            if let Some(missed) = job.last_fire_between(last, now) {
                 if let Some(spec) = runner.live_spec(&job.name) {
-                    tracing::info!(job = %job.name, last_run = %last.to_rfc3339(), "a fire time passed while the daemon was down; running once now");
-                    let _ = self.executor.fire(spec, FiredBy::Missed, None);
+                    tracing::info!(job = %job.name, last_run = %last.to_rfc3339(), missed = %missed.to_rfc3339(), "a fire time passed while no node ran it; running once now");
+                    let _ = self.executor.fire(spec, FiredBy::Missed, Some(missed));
                 }
             }
         }
@@ -206,9 +209,10 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     tracing::info!(pid = std::process::id(), data_dir = %data_dir.display(), database = %crate::store::redact(app.store.url()), "newsd daemon starting");
     // Every configured source has its row before the first crawl, so the API and dashboard list them all.
     app.store.sync_sources(&config.sources).await?;
-    let interrupted = app.store.mark_runs_interrupted(None, "the daemon stopped (crash or kill) before the run finished").await?;
+    let interrupted = crate::cluster::join(&app).await?;
+    tracing::info!(node = %app.node.id, host = %app.node.host, "joined the cluster as this node");
     if interrupted > 0 {
-        tracing::warn!(runs = interrupted, "runs cut off by the previous daemon's end marked interrupted");
+        tracing::warn!(runs = interrupted, "runs cut off by this node's previous end (or a dead node's) marked interrupted");
     }
     let dir = config.schedules_dir();
 
@@ -255,7 +259,7 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     match daemon.reload("startup").await {
         ReloadOutcome::Refused { error } => anyhow::bail!("invalid schedule in {}; not starting:\n{error}", dir.display()),
         ReloadOutcome::Valid(out @ ApplyOutcome::RolledBack { .. }) => {
-            let _ = app.store.clear_daemon_state(std::process::id() as i64).await;
+            crate::cluster::leave(&app).await;
             anyhow::bail!("the scheduler took none of the jobs in {}; not starting: {out}", dir.display())
         }
         ReloadOutcome::Valid(_) => {}
@@ -273,6 +277,10 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
             }
         });
     }
+
+    // Heartbeat, index following and dead-node repair.
+    let cluster_stop = tokio_util::sync::CancellationToken::new();
+    let cluster_task = tokio::spawn(crate::cluster::run_background(app.clone(), cluster_stop.clone()));
 
     // Watching is best effort: without it, SIGHUP still reloads.
     let (_watcher, mut changes) = match schedule::watch::watch(&dir, config.daemon.reload_debounce) {
@@ -320,10 +328,12 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     let left = executor.wait_idle(grace).await;
     if !left.is_empty() {
         executor.cancel_all();
-        if let Err(e) = app.store.mark_runs_interrupted(Some(&left), "the daemon stopped before the run finished (shutdown grace period over)").await {
+        if let Err(e) = app.store.mark_runs_interrupted(&left, "the daemon stopped before the run finished (shutdown grace period over)").await {
             tracing::warn!(error = %e, "recording interrupted runs");
         }
     }
+    cluster_stop.cancel();
+    let _ = cluster_task.await;
     // Persist the index (and stop the compute worker) before the database closes.
     if let Err(e) = app.shutdown().await {
         tracing::error!(error = %e, "saving the index at shutdown");
@@ -331,9 +341,7 @@ pub async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     if let Some(t) = http_task {
         t.abort();
     }
-    if let Err(e) = app.store.clear_daemon_state(std::process::id() as i64).await {
-        tracing::warn!(error = %e, "clearing the recorded schedule in force");
-    }
+    crate::cluster::leave(&app).await;
     app.store.close().await;
     tracing::info!("newsd daemon stopped");
     Ok(())

@@ -1,6 +1,7 @@
 //! Embedding tasks: `run_embed` (incremental: every article without a vector for the current model version) and
-//! `run_reembed` (the same with a progress bar, for a new model version). Vectors are stored in the database first
-//! (one transaction per chunk), then added to the index, so an interrupted run loses nothing and redoes nothing.
+//! `run_reembed` (the same with a progress bar, for a new model version). Articles are claimed with a lease (so
+//! nodes sharing a database embed disjoint articles), vectors are stored in the database first (one transaction per
+//! chunk), then the index follows the stored changes, so an interrupted run loses nothing and redoes nothing.
 
 pub mod model;
 
@@ -164,12 +165,18 @@ async fn embed_version(app: &App, h: &ComputeHandle, version: &str, bar: Option<
     let max_chunk = (batch * 8).clamp(32, 1024).max(batch);
     let interval = app.config.embed.commit_interval.max(Duration::from_millis(1));
     let mut sizer = ChunkSizer::new(batch, max_chunk, interval);
+    let lease_ms = app.config.cluster.lease.as_millis() as i64;
+    let lease_kind = crate::store::embed_lease_kind(version);
     let mut after = 0i64;
     let mut done = 0u64;
     type InFlight = (Vec<PendingArticle>, tokio::task::JoinHandle<Result<Vec<Vec<f32>>, crate::compute::error::ComputeError>>);
     let mut in_flight: Option<InFlight> = None;
     loop {
-        let rows = store.pending_embeddings(version, after, cutoff, sizer.next() as i64).await?;
+        // Claimed with a lease: another node (or process) embedding at the same time takes other articles, and
+        // a killed process's claim runs out for someone else to take.
+        let rows = store
+            .claim_pending_embeddings(version, after, cutoff, sizer.next() as i64, &app.node.holder, &app.node.id, lease_ms)
+            .await?;
         let next = match rows.last() {
             Some(last) => {
                 after = last.id;
@@ -184,7 +191,10 @@ async fn embed_version(app: &App, h: &ComputeHandle, version: &str, bar: Option<
             sizer.done(rows.len());
             let items: Vec<(i64, String)> = rows.iter().map(|r| (r.id, r.content_hash.clone())).collect();
             store.store_embeddings(version, &items, &vectors).await?;
-            h.add(version, rows.iter().map(|r| r.id).collect(), &vectors).await?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            store.release_leases(&lease_kind, &ids, &app.node.holder).await?;
+            // Into the index the way every node's index gets them: from the stored change sequence.
+            crate::compute::follow(h, store).await?;
             done += rows.len() as u64;
             if let Some(b) = bar {
                 b.inc(rows.len() as u64);

@@ -78,6 +78,9 @@ pub struct Manifest {
     /// Increases with every save (0 for format 1).
     #[serde(default)]
     pub generation: u64,
+    /// The embeddings change sequence number the saved vectors include (0: unknown, reconciled by ids at start).
+    #[serde(default)]
+    pub seq: i64,
 }
 
 fn legacy_index_file() -> String {
@@ -176,6 +179,9 @@ pub struct VectorIndex {
     pub unsaved: usize,
     /// Generation of the last save this process made or loaded.
     generation: u64,
+    /// The embeddings change sequence number this index has applied (see `store::EmbeddingChange`); saved in the
+    /// manifest so a restarted replica follows on from there.
+    pub seq: i64,
 }
 
 impl VectorIndex {
@@ -203,6 +209,7 @@ impl VectorIndex {
             duplicates: 0,
             unsaved: 0,
             generation: 0,
+            seq: 0,
         };
         v.apply_ef_search()?;
         Ok(v)
@@ -290,6 +297,7 @@ impl VectorIndex {
             duplicates,
             unsaved: 0,
             generation: m.generation,
+            seq: m.seq,
         };
         v.apply_ef_search().map_err(|e| e.to_string())?;
         Ok(v)
@@ -499,6 +507,7 @@ impl VectorIndex {
             saved_at: crate::store::now_ms(),
             index_file: name.clone(),
             generation,
+            seq: self.seq,
         };
         write_atomic(&self.dir.join(MANIFEST_FILE), serde_json::to_string_pretty(&m).unwrap_or_default().as_bytes())?;
         sync_dir(&self.dir);

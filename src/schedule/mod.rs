@@ -135,6 +135,38 @@ impl JobSpec {
         self.schedule().iter_after(whole_second(after).with_timezone(&self.timezone)).take(n).collect()
     }
 
+    /// The fire time a tick seen at `now` belongs to: the latest one at or before `now` (plus half a second, in case
+    /// the trigger ran a hair early), looking back at most five minutes. Every node computes the same time for the
+    /// same tick, however late its trigger ran, so the time names the fire cluster-wide.
+    pub fn fire_time_for_tick(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let limit = now + chrono::Duration::milliseconds(500);
+        self.schedule()
+            .iter_after(whole_second(now - chrono::Duration::minutes(5)).with_timezone(&self.timezone))
+            .map(|t| t.with_timezone(&Utc))
+            .take_while(|t| *t <= limit)
+            .last()
+    }
+
+    /// The latest fire time in `(after, before]`, if any.
+    pub fn last_fire_between(&self, after: DateTime<Utc>, before: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let latest_from = |from: DateTime<Utc>| {
+            self.schedule()
+                .iter_after(whole_second(from).with_timezone(&self.timezone))
+                .map(|t| t.with_timezone(&Utc))
+                .take_while(|t| *t <= before)
+                .last()
+        };
+        // The last two days first (a frequent cron after a long gap would be a long walk from `after`); a cron that
+        // did not fire in them is sparse, so walking from `after` is short.
+        let recent = before - chrono::Duration::days(2);
+        if recent > after {
+            if let Some(t) = latest_from(recent) {
+                return Some(t);
+            }
+        }
+        latest_from(after)
+    }
+
     /// Whether a fire time lies in `(after, before]`.
     pub fn fired_between(&self, after: DateTime<Utc>, before: DateTime<Utc>) -> bool {
         match self.schedule().find_next_occurrence(&whole_second(after).with_timezone(&self.timezone), false) {

@@ -158,7 +158,8 @@ impl CronRunner {
                 let is_live = live.lock().unwrap_or_else(|e| e.into_inner()).get(&spec.name).is_some_and(|l| Arc::ptr_eq(l, &spec));
                 if is_live {
                     let now = Utc::now();
-                    let tick = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+                    // The cron time this tick belongs to (the same on every node), not the moment it ran.
+                    let tick = spec.fire_time_for_tick(now).unwrap_or_else(|| DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now));
                     fire(spec, tick);
                 }
             })

@@ -13,6 +13,8 @@ pub struct JobRun {
     pub job: String,
     pub task: String,
     pub fired_by: String,
+    /// The node that ran it (None: recorded before nodes existed).
+    pub node: Option<String>,
     pub scheduled_at: Option<i64>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -41,9 +43,10 @@ pub struct ReloadEvent {
     pub detail: String,
 }
 
-/// The running daemon's row of `daemon_state`: the schedule it has in force (a JSON list of jobs).
+/// A running daemon's schedule in force (a JSON list of jobs), from its row of `nodes`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DaemonState {
+    pub node: String,
     pub pid: i64,
     pub started_at: i64,
     pub applied_at: i64,
@@ -64,7 +67,7 @@ pub struct OpsAlert {
 /// so that the planner can use it.
 pub(super) const RUNNING: &str = "outcome = 'running'";
 
-const RUN_COLUMNS: &str = "id, job, task, fired_by, scheduled_at, started_at, finished_at, outcome, counters, error";
+const RUN_COLUMNS: &str = "id, job, task, fired_by, node, scheduled_at, started_at, finished_at, outcome, counters, error";
 
 /// The columns map one to one except `counters`, JSON text (the `Any` driver has no JSON type; text that is not
 /// JSON reads as none): hence a hand-written impl, not the derive.
@@ -76,6 +79,7 @@ impl<'r> FromRow<'r, AnyRow> for JobRun {
             job: row.try_get("job")?,
             task: row.try_get("task")?,
             fired_by: row.try_get("fired_by")?,
+            node: row.try_get("node")?,
             scheduled_at: row.try_get("scheduled_at")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
@@ -88,10 +92,10 @@ impl<'r> FromRow<'r, AnyRow> for JobRun {
 
 impl Store {
     /// Records the start of a run (outcome `running`); returns the row id for [`Store::finish_job_run`].
-    pub async fn start_job_run(&self, job: &str, task: &str, fired_by: &str, scheduled_at: Option<i64>) -> Result<i64> {
+    pub async fn start_job_run(&self, job: &str, task: &str, fired_by: &str, node: &str, scheduled_at: Option<i64>) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO job_runs (job, task, fired_by, scheduled_at, started_at, outcome) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO job_runs (job, task, fired_by, scheduled_at, started_at, outcome, node) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(job)
         .bind(task)
@@ -99,6 +103,7 @@ impl Store {
         .bind(scheduled_at)
         .bind(now_ms())
         .bind(RunOutcome::Running)
+        .bind(node)
         .fetch_one(self.pool())
         .await?)
     }
@@ -117,11 +122,11 @@ impl Store {
     }
 
     /// Records a run that did not start (overlap, low disk space): one finished row.
-    pub async fn record_skipped_run(&self, job: &str, task: &str, fired_by: &str, scheduled_at: Option<i64>, reason: &str) -> Result<()> {
+    pub async fn record_skipped_run(&self, job: &str, task: &str, fired_by: &str, node: &str, scheduled_at: Option<i64>, reason: &str) -> Result<()> {
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO job_runs (job, task, fired_by, scheduled_at, started_at, finished_at, outcome, error) \
-             VALUES ($1, $2, $3, $4, $5, $5, $7, $6)",
+            "INSERT INTO job_runs (job, task, fired_by, scheduled_at, started_at, finished_at, outcome, error, node) \
+             VALUES ($1, $2, $3, $4, $5, $5, $7, $6, $8)",
         )
         .bind(job)
         .bind(task)
@@ -130,38 +135,27 @@ impl Store {
         .bind(now)
         .bind(reason)
         .bind(RunOutcome::Skipped)
+        .bind(node)
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
-    /// Marks runs still `running` as `interrupted` (at daemon start: they were cut off by a crash or kill -9;
-    /// with ids: after the shutdown grace period ran out). Returns how many rows changed.
-    pub async fn mark_runs_interrupted(&self, ids: Option<&[i64]>, reason: &str) -> Result<u64> {
-        let now = now_ms();
-        let done = match ids {
-            None => {
-                sqlx::query(&format!("UPDATE job_runs SET outcome = $3, finished_at = $1, error = $2 WHERE {RUNNING}"))
-                    .bind(now)
-                    .bind(reason)
-                    .bind(RunOutcome::Interrupted)
-                    .execute(self.pool())
-                    .await?
-            }
-            Some([]) => return Ok(0),
-            Some(ids) => {
-                let sql = format!(
-                    "UPDATE job_runs SET outcome = $3, finished_at = $1, error = $2 WHERE {RUNNING} AND id IN ({})",
-                    super::placeholders(4, ids.len())
-                );
-                let mut q = sqlx::query(&sql).bind(now).bind(reason).bind(RunOutcome::Interrupted);
-                for id in ids {
-                    q = q.bind(*id);
-                }
-                q.execute(self.pool()).await?
-            }
-        };
-        Ok(done.rows_affected())
+    /// Marks these runs, if still `running`, as `interrupted` (after the shutdown grace period ran out; at start,
+    /// see [`Store::interrupt_orphaned_runs`]). Returns how many rows changed.
+    pub async fn mark_runs_interrupted(&self, ids: &[i64], reason: &str) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "UPDATE job_runs SET outcome = $3, finished_at = $1, error = $2 WHERE {RUNNING} AND id IN ({})",
+            super::placeholders(4, ids.len())
+        );
+        let mut q = sqlx::query(&sql).bind(now_ms()).bind(reason).bind(RunOutcome::Interrupted);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        Ok(q.execute(self.pool()).await?.rows_affected())
     }
 
     /// Most recent runs first; only `job`'s when given.
@@ -236,34 +230,29 @@ impl Store {
             .await?)
     }
 
-    /// Records the running daemon's state (replacing the previous daemon's).
+    /// Records the schedule a node has in force (its row exists: [`Store::register_node`]).
     pub async fn put_daemon_state(&self, st: &DaemonState) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO daemon_state (id, pid, started_at, applied_at, http_addr, schedule) VALUES (1, $1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at, \
-             applied_at = excluded.applied_at, http_addr = excluded.http_addr, schedule = excluded.schedule",
+        sqlx::query("UPDATE nodes SET applied_at = $2, http_addr = $3, schedule = $4 WHERE id = $1 AND pid = $5")
+            .bind(&st.node)
+            .bind(st.applied_at)
+            .bind(st.http_addr.clone())
+            .bind(&st.schedule)
+            .bind(st.pid)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The schedule a node's running daemon recorded (None once it stopped cleanly; a daemon killed without a clean
+    /// stop leaves its row: check the lock or the heartbeat).
+    pub async fn daemon_state(&self, node: &str) -> Result<Option<DaemonState>> {
+        Ok(sqlx::query_as(
+            "SELECT id AS node, pid, started_at, applied_at, http_addr, schedule FROM nodes \
+             WHERE id = $1 AND stopped_at IS NULL AND schedule IS NOT NULL AND applied_at IS NOT NULL",
         )
-        .bind(st.pid)
-        .bind(st.started_at)
-        .bind(st.applied_at)
-        .bind(st.http_addr.clone())
-        .bind(&st.schedule)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// The last recorded daemon state (a daemon killed without a clean stop leaves its row: check the lock).
-    pub async fn daemon_state(&self) -> Result<Option<DaemonState>> {
-        Ok(sqlx::query_as("SELECT pid, started_at, applied_at, http_addr, schedule FROM daemon_state WHERE id = 1")
-            .fetch_optional(self.pool())
-            .await?)
-    }
-
-    /// Deletes the state `pid` recorded (at its clean stop).
-    pub async fn clear_daemon_state(&self, pid: i64) -> Result<()> {
-        sqlx::query("DELETE FROM daemon_state WHERE pid = $1").bind(pid).execute(self.pool()).await?;
-        Ok(())
+        .bind(node)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     pub async fn record_alert(&self, kind: &str, message: &str) -> Result<()> {
@@ -291,21 +280,25 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn daemon_state_is_replaced_and_cleared_by_its_pid_only() {
+    async fn daemon_state_is_per_node_and_cleared_at_a_clean_stop_of_its_pid_only() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::open(&url, 2, Duration::from_secs(5)).await.unwrap();
-        assert!(store.daemon_state().await.unwrap().is_none());
-        let st = DaemonState { pid: 7, started_at: 1, applied_at: 2, http_addr: None, schedule: "[]".into() };
+        assert!(store.daemon_state("a").await.unwrap().is_none());
+        store.register_node("a", "h", 7, "0.1").await.unwrap();
+        store.register_node("b", "h", 9, "0.1").await.unwrap();
+        assert!(store.daemon_state("a").await.unwrap().is_none(), "no schedule recorded yet");
+        let st = DaemonState { node: "a".into(), pid: 7, started_at: 1, applied_at: 2, http_addr: None, schedule: "[]".into() };
         store.put_daemon_state(&st).await.unwrap();
-        let next = DaemonState { pid: 8, applied_at: 3, http_addr: Some("127.0.0.1:9".into()), schedule: "[1]".into(), ..st };
+        let next = DaemonState { applied_at: 3, http_addr: Some("127.0.0.1:9".into()), schedule: "[1]".into(), ..st.clone() };
         store.put_daemon_state(&next).await.unwrap();
-        let got = store.daemon_state().await.unwrap().unwrap();
-        assert_eq!((got.pid, got.applied_at, got.http_addr.as_deref(), got.schedule.as_str()), (8, 3, Some("127.0.0.1:9"), "[1]"));
-        store.clear_daemon_state(7).await.unwrap();
-        assert!(store.daemon_state().await.unwrap().is_some(), "another pid's row is not cleared");
-        store.clear_daemon_state(8).await.unwrap();
-        assert!(store.daemon_state().await.unwrap().is_none());
+        let got = store.daemon_state("a").await.unwrap().unwrap();
+        assert_eq!((got.pid, got.applied_at, got.http_addr.as_deref(), got.schedule.as_str()), (7, 3, Some("127.0.0.1:9"), "[1]"));
+        assert!(store.daemon_state("b").await.unwrap().is_none(), "another node's state is its own");
+        store.stop_node("a", 8).await.unwrap();
+        assert!(store.daemon_state("a").await.unwrap().is_some(), "another pid's stop does not clear it");
+        store.stop_node("a", 7).await.unwrap();
+        assert!(store.daemon_state("a").await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -313,11 +306,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::open(&url, 2, Duration::from_secs(5)).await.unwrap();
-        let a = store.start_job_run("a", "crawl", "schedule", Some(1000)).await.unwrap();
+        store.register_node("n1", "h", 1, "0.1").await.unwrap();
+        let a = store.start_job_run("a", "crawl", "schedule", "n1", Some(1000)).await.unwrap();
         store.finish_job_run(a, RunOutcome::Ok, Some(&serde_json::json!({"new": 3})), None).await.unwrap();
-        let b = store.start_job_run("a", "crawl", "schedule", Some(2000)).await.unwrap();
-        store.record_skipped_run("b", "embed", "schedule", None, "previous run still running").await.unwrap();
-        assert_eq!(store.mark_runs_interrupted(None, "daemon was killed").await.unwrap(), 1);
+        let b = store.start_job_run("a", "crawl", "schedule", "n1", Some(2000)).await.unwrap();
+        store.record_skipped_run("b", "embed", "schedule", "n1", None, "previous run still running").await.unwrap();
+        assert_eq!(store.interrupt_runs_at_start("n1", 0, "daemon was killed").await.unwrap(), 1);
         let runs = store.job_runs(Some("a"), 10).await.unwrap();
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].id, b);

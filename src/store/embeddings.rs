@@ -89,22 +89,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Articles needing a vector for `model_version`, id order, ids above `after_id`. Articles whose page is still
-    /// pending are left for later (their text will change); with `cutoff_ms`, older articles are left out.
-    pub async fn pending_embeddings(&self, model_version: &str, after_id: i64, cutoff_ms: Option<i64>, limit: i64) -> Result<Vec<PendingArticle>> {
-        let n = if cutoff_ms.is_some() { 3 } else { 2 };
-        let sql = format!(
-            "SELECT a.id, a.title, a.body, a.content_hash {} AND a.id > ${n} ORDER BY a.id LIMIT ${}",
-            pending_where(cutoff_ms.is_some()),
-            n + 1
-        );
-        let mut q = sqlx::query_as(&sql).bind(model_version);
-        if let Some(c) = cutoff_ms {
-            q = q.bind(c);
-        }
-        Ok(q.bind(after_id).bind(limit).fetch_all(self.pool()).await?)
-    }
-
     pub async fn count_pending_embeddings(&self, model_version: &str, cutoff_ms: Option<i64>) -> Result<i64> {
         let sql = format!("SELECT COUNT(*) {}", pending_where(cutoff_ms.is_some()));
         let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(model_version);

@@ -7,11 +7,13 @@
 
 mod analysis;
 mod articles;
+mod cluster;
 mod embeddings;
 mod sources;
 mod status;
 
 pub use analysis::{AnalysisRow, NewAnalysis, NewNotification, NotificationRow, OutboxCounts};
+pub use cluster::{embed_lease_kind, EmbeddingChange, FireClaim, Heartbeat, NodeRow, SOURCE_LEASE};
 pub use articles::{ArticleFilter, ArticleRow, NewArticle, PageUpdate};
 pub use embeddings::{vector_from_bytes, vector_to_bytes, ModelRow, PendingArticle};
 mod daemon;

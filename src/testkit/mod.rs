@@ -1,5 +1,6 @@
 //! Test and benchmark support: the real news corpus and a real local HTTP news site serving it.
 //! Used by `tests/` and `newsd bench`; not used by the daemon.
+pub mod cluster;
 pub mod corpus;
 pub mod server;
 

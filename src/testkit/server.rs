@@ -43,6 +43,8 @@ pub struct ServerState {
     /// Only the first `visible` articles (in the order given to `start`) are served: a site that grows
     /// (`NewsServer::set_visible`, for the soak benchmark).
     visible: AtomicUsize,
+    /// Article pages answer after this many milliseconds (a slow site: crawls hold their leases longer).
+    page_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 pub struct NewsServer {
@@ -79,6 +81,7 @@ impl NewsServer {
             slow_delay: Duration::from_secs(5),
             huge_bytes: 3 * 1024 * 1024,
             visible: AtomicUsize::new(usize::MAX),
+            page_delay_ms: std::sync::atomic::AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/robots.txt", get(robots))
@@ -134,6 +137,11 @@ impl NewsServer {
     /// and answer 404, until a later call makes them appear, as new stories do.
     pub fn set_visible(&self, n: usize) {
         self.state.visible.store(n, Ordering::Relaxed);
+    }
+
+    /// Article pages answer after `delay` (zero: at once).
+    pub fn set_page_delay(&self, delay: Duration) {
+        self.state.page_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Makes `path` answer `code` until cleared with `None` (a 429 carries `Retry-After: 60`).
@@ -346,6 +354,10 @@ pub fn render_page(a: &CorpusArticle, related: &[&CorpusArticle]) -> String {
 async fn article(State(s): State<Arc<ServerState>>, Path(id): Path<String>) -> Response {
     if let Some(r) = log(&s, format!("/articles/{id}")) {
         return r;
+    }
+    let delay = s.page_delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let visible = s.visible.load(Ordering::Relaxed);
     let Some(&i) = id.trim_end_matches(".html").parse::<i64>().ok().and_then(|id| s.by_id.get(&id)).filter(|&&i| i < visible) else {
