@@ -225,6 +225,10 @@ where
 
 /// Everything visible is crawled, read and embedded, and every node in `live` has it all in its index.
 async fn settled(pg: &PgPool, articles: i64, live: &[&str]) -> Result<(), String> {
+    // Not migrated yet (the nodes are starting).
+    if sqlx::query("SELECT 1 FROM nodes LIMIT 1").fetch_optional(pg).await.is_err() {
+        return Err("no schema yet".into());
+    }
     let stored = scalar(pg, "SELECT COUNT(*) FROM articles").await;
     let pending = scalar(pg, "SELECT COUNT(*) FROM articles WHERE page_status = 'pending'").await;
     let vectors = scalar(pg, "SELECT COUNT(*) FROM embeddings").await;
@@ -290,7 +294,7 @@ async fn three_daemons_on_one_postgres_act_as_one_cluster() {
     let mut all: Vec<CorpusArticle> = corpus::load()
         .unwrap()
         .into_iter()
-        .filter(|a| a.published.is_some_and(|p| p.to_rfc3339().starts_with("2017-02-08")) && a.text.len() > 300)
+        .filter(|a| a.published.is_some_and(|p| ["2017-02-07", "2017-02-08"].iter().any(|d| p.to_rfc3339().starts_with(d))) && a.text.len() > 300)
         .collect();
     let mut seen = std::collections::HashSet::new();
     all.retain(|a| seen.insert(squash(&a.title)));
