@@ -33,6 +33,11 @@ impl App {
     pub async fn open(config: Config) -> anyhow::Result<App> {
         let store = Store::from_config(&config).await?;
         let node = Arc::new(crate::cluster::Node::load(&config)?);
+        match crate::cluster::release_dead_holders(&store, &node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(processes = n, "work leases left by dead processes of this node given back"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "checking this node's leases (they run out by themselves)"),
+        }
         Ok(App {
             config: Arc::new(config),
             store,

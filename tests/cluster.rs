@@ -365,8 +365,7 @@ async fn three_daemons_on_one_postgres_act_as_one_cluster() {
             .await
             .unwrap();
     eprintln!("runs by job and node: {by_node:?}; crawl runs {crawl_runs}");
-    let runners: std::collections::HashSet<&str> = by_node.iter().map(|r| r.1.as_str()).collect();
-    assert!(runners.len() >= 2, "the work was shared: {by_node:?}");
+    // Which node wins a fire is first come (spread by a few random milliseconds): not asserted, printed above.
     let delivered = scalar(&pg, "SELECT COUNT(*) FROM notifications WHERE status = 'delivered'").await;
     let got = rx.received_at("cluster");
     assert_eq!(got.len() as i64, delivered, "each notification delivered once: {} requests for {delivered}", got.len());

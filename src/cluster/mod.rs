@@ -71,6 +71,26 @@ impl Node {
     }
 }
 
+/// Gives back the leases that processes of this node left when they died (kill -9, crash): a node is one data
+/// directory on one machine, so its holders' pids can be checked here; their work is free at once instead of when
+/// the leases run out. Leases of live processes (a CLI command beside the daemon) are kept.
+pub async fn release_dead_holders(store: &crate::store::Store, node: &Node) -> anyhow::Result<usize> {
+    let mut released = 0;
+    for holder in store.node_lease_holders(&node.id).await? {
+        let Some(pid) = holder.rsplit_once('/').and_then(|(_, p)| p.parse::<i32>().ok()) else { continue };
+        if holder == node.holder || pid <= 0 {
+            continue;
+        }
+        // SAFETY: signal 0 only checks that the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            store.release_holder(&holder).await?;
+            released += 1;
+        }
+    }
+    Ok(released)
+}
+
 /// The machine's host name (for the nodes table).
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];

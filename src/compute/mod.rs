@@ -130,6 +130,7 @@ pub async fn start(config: &Config, store: &Store) -> anyhow::Result<ComputeHand
             let (applied, seq) = follow_version(&handle, store, &o.version, o.seq).await?;
             if applied > 0 {
                 tracing::info!(version = %o.version, changes = applied, from = o.seq, to = seq, "index caught up with the database");
+                handle.save(false).await?;
             }
         }
         reconcile(&handle, store, &o.version, o.rebuild).await?;

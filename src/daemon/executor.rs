@@ -134,6 +134,10 @@ impl Executor {
         }
         let this = self.clone();
         tokio::spawn(async move {
+            // A few random milliseconds first: nodes whose timers fire in the same order every time would otherwise
+            // leave one node winning every claim; this spreads the fires.
+            let spread = Duration::from_millis(rand::rng().random_range(0..=100));
+            tokio::time::sleep(spread).await;
             let node = &this.app.node.id;
             match this.app.store.claim_fire(&spec.name, at.timestamp_millis(), node).await {
                 Ok(FireClaim::Won) => {

@@ -241,6 +241,11 @@ impl Store {
         Ok(())
     }
 
+    /// The holders of this node's leases (to find those left by a process of this node that died).
+    pub async fn node_lease_holders(&self, node: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT holder FROM leases WHERE node = $1").bind(node).fetch_all(self.pool()).await?)
+    }
+
     /// Gives back every lease of `holder` (a process ending).
     pub async fn release_holder(&self, holder: &str) -> Result<()> {
         sqlx::query("DELETE FROM leases WHERE holder = $1").bind(holder).execute(self.pool()).await?;
