@@ -511,9 +511,25 @@ impl Crawler {
         let total = jobs.len();
         let mut done = 0usize;
         let mut pass_hashes: HashMap<String, i64> = HashMap::new();
-        let mut results = futures::stream::iter(jobs.into_iter().map(|job| async move {
-            let result = self.fetch_page(&job.url, src).await;
-            (job, result)
+        // Each page is fetched on a task of its own: fetching touches the database (the shared host slot), and a
+        // future inside this stream is not polled while the loop below writes a group of results, so a fetch
+        // suspended mid-query would hold its pooled connection while the write waits for one. Dropped tasks (the
+        // time budget ran out) are aborted.
+        let mut results = futures::stream::iter(jobs.into_iter().map(|job| {
+            let this = self.clone();
+            let src = src.clone();
+            let url = job.url.clone();
+            let task = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(async move { this.fetch_page(&url, &src).await })));
+            async move {
+                let result = match task.await {
+                    Ok(r) => r,
+                    Err(e) if e.is_panic() => {
+                        Err(PageFailure::attempted(format!("{}: fetching the page panicked: {}", job.url, panic_message(e.into_panic().as_ref()))))
+                    }
+                    Err(e) => Err(PageFailure::attempted(format!("{}: fetching the page did not finish: {e}", job.url))),
+                };
+                (job, result)
+            }
         }))
         .buffer_unordered(self.config.crawl.concurrency.max(1))
         .ready_chunks(32);
@@ -641,6 +657,23 @@ impl Crawler {
             }
             Err(e) => Err(PageFailure::attempted(format!("{url}: extraction did not finish: {e}"))),
         }
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped (a page fetch outliving a cancelled pass).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
