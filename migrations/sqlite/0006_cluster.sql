@@ -81,10 +81,11 @@ CREATE TRIGGER embeddings_tombstone AFTER DELETE ON embeddings BEGIN
     VALUES ((SELECT value FROM embedding_seq WHERE id = 1), OLD.article_id, OLD.model_version,
             CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
 END;
--- Existing vectors get numbers in id order.
-UPDATE embeddings SET seq = (SELECT COUNT(*) FROM embeddings e2
-                              WHERE e2.article_id < embeddings.article_id
-                                 OR (e2.article_id = embeddings.article_id AND e2.model_version <= embeddings.model_version));
+-- Existing vectors get numbers in id order (one indexed pass: a correlated count would be quadratic).
+UPDATE embeddings SET seq = numbered.n
+  FROM (SELECT article_id AS aid, model_version AS mv, ROW_NUMBER() OVER (ORDER BY article_id, model_version) AS n
+          FROM embeddings) AS numbered
+ WHERE embeddings.article_id = numbered.aid AND embeddings.model_version = numbered.mv;
 UPDATE embedding_seq SET value = (SELECT COUNT(*) FROM embeddings) WHERE id = 1;
 CREATE INDEX embeddings_seq ON embeddings(model_version, seq);
 CREATE INDEX embeddings_seq_all ON embeddings(seq);

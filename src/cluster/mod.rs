@@ -166,6 +166,10 @@ pub async fn run_background(app: App, stop: CancellationToken) {
                         Ok(r) => {
                             if r.applied > 0 {
                                 tracing::debug!(changes = r.applied, seq = r.seq, lag = r.lag, "index followed the database");
+                                // Deletions another node made (a prune) leave HNSW tombstones here too.
+                                if let Err(e) = crate::index::rebuild_if_tombstoned(&app, &h).await {
+                                    tracing::warn!(error = %format!("{e:#}"), "rebuilding the index after followed deletions");
+                                }
                             }
                             last.index_seq = r.seq;
                             last.index_lag = r.lag;

@@ -164,17 +164,7 @@ pub async fn run_prune(app: &App) -> anyhow::Result<PruneReport> {
     } else {
         (app.store.delete_embeddings(&ids).await?, 0)
     };
-    // HNSW cannot delete: removed vectors stay in the file as tombstones, costing memory and search time. Past the
-    // configured share, rebuild from the stored vectors (which no longer hold the pruned ones).
-    let mut rebuilt = false;
-    for e in h.info().await? {
-        let share = e.tombstones as f64 / (e.vectors + e.tombstones).max(1) as f64;
-        if e.tombstones > 0 && share > app.config.index.rebuild_tombstone_ratio {
-            let why = format!("{} of {} vectors removed", e.tombstones, e.vectors + e.tombstones);
-            rebuild(app, &h, &e.version, why).await?;
-            rebuilt = true;
-        }
-    }
+    let rebuilt = rebuild_if_tombstoned(app, &h).await?;
     h.save(false).await?;
     let index_size = h.info().await?.into_iter().find(|e| e.serving).map(|e| e.vectors).unwrap_or(0);
     tracing::info!(removed, vectors_deleted, articles_deleted, index_size, rebuilt, "pruned articles older than the retention");
@@ -188,6 +178,22 @@ pub async fn run_prune(app: &App) -> anyhow::Result<PruneReport> {
         rebuilt,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// HNSW cannot delete: removed vectors stay in the file as tombstones, costing memory and search time. Past
+/// `index.rebuild_tombstone_ratio`, rebuilds from the stored vectors (which no longer hold the removed ones). Called
+/// after a prune, and by every node after following deletions another node made. Returns whether it rebuilt.
+pub async fn rebuild_if_tombstoned(app: &App, h: &ComputeHandle) -> anyhow::Result<bool> {
+    let mut rebuilt = false;
+    for e in h.info().await? {
+        let share = e.tombstones as f64 / (e.vectors + e.tombstones).max(1) as f64;
+        if e.tombstones > 0 && share > app.config.index.rebuild_tombstone_ratio {
+            let why = format!("{} of {} vectors removed", e.tombstones, e.vectors + e.tombstones);
+            rebuild(app, h, &e.version, why).await?;
+            rebuilt = true;
+        }
+    }
+    Ok(rebuilt)
 }
 
 #[derive(Debug, Clone, Serialize)]

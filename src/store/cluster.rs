@@ -450,4 +450,62 @@ mod tests {
         let store = Store::open(&url, 2, std::time::Duration::from_secs(5)).await.unwrap();
         crate::testkit::cluster::cluster_store_checks(&store).await;
     }
+
+    /// A database from before the cluster migration, with vectors, is upgraded in one pass: every vector gets a
+    /// distinct change number in id order, and a replica following from 0 gets them all.
+    #[tokio::test]
+    async fn upgrading_a_database_with_vectors_numbers_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old-migrations");
+        std::fs::create_dir_all(&old).unwrap();
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for e in std::fs::read_dir(&here).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.as_str() < "0006" {
+                std::fs::copy(e.path(), old.join(&name)).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+        sqlx::query("INSERT INTO sources (id, name, url) VALUES (1, 's', 'http://e/f')").execute(&pool).await.unwrap();
+        let n = 20_000i64;
+        let mut tx = pool.begin().await.unwrap();
+        for id in 1..=n {
+            sqlx::query("INSERT INTO articles (id, url, source_id, title, body, fetched_at, content_hash, extraction) VALUES ($1, $2, 1, 't', 'b', 0, 'h', 'feed')")
+                .bind(id)
+                .bind(format!("http://e/{id}"))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO embeddings (article_id, model_version, content_hash, dims, vector, created_at) VALUES ($1, 'v', 'h', 1, $2, 0)")
+                .bind(id)
+                .bind(crate::store::vector_to_bytes(&[id as f32]))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        pool.close().await;
+        let t = std::time::Instant::now();
+        let store = Store::open(&url, 2, std::time::Duration::from_secs(5)).await.unwrap();
+        let took = t.elapsed();
+        assert!(took < std::time::Duration::from_secs(20), "migrating {n} vectors took {took:?}");
+        assert_eq!(store.embedding_seq().await.unwrap(), n);
+        let mut at = 0;
+        let mut ids = Vec::new();
+        loop {
+            let (changes, to) = store.embedding_changes("v", at, 5000).await.unwrap();
+            ids.extend(changes.iter().map(|c| c.article_id));
+            if to == at {
+                break;
+            }
+            at = to;
+        }
+        assert_eq!(ids, (1..=n).collect::<Vec<_>>(), "every vector once, in id order");
+        // New writes continue the sequence.
+        store.store_embeddings("v", &[(5, "h2".into())], &[vec![0.5]]).await.unwrap();
+        assert_eq!(store.embedding_seq().await.unwrap(), n + 1);
+    }
 }
