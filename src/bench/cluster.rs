@@ -114,6 +114,7 @@ pub async fn run(sizes: &[usize], limit: Option<usize>, postgres: &str) -> anyho
         .fetch_all(&pg)
         .await?;
         let skipped = q("SELECT COUNT(*) FROM job_runs WHERE outcome = 'skipped'").await;
+        let retried = q("SELECT COUNT(*) FROM articles WHERE page_attempts > 1").await;
         // Bytes per article in PostgreSQL (tables with their indexes and TOAST), for sizing.
         let sizes: Vec<(String, i64)> = sqlx::query_as(
             "SELECT relname::TEXT, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -138,7 +139,7 @@ pub async fn run(sizes: &[usize], limit: Option<usize>, postgres: &str) -> anyho
         let share: Vec<String> = shares.iter().map(|(job, node, c)| format!("{job}@{node}:{c}")).collect();
         println!(
             "RESULT e2e cluster {n} node(s): {stored} articles crawled + embedded + in every node's index in {secs:.1} s = {per_hour:.0} articles/hour{ratio}; \
-             page requests {pages} for {distinct} pages ({} repeated), fires run twice: {doubled_fires}, fires skipped (overlap across nodes): {skipped}; ok runs by node: {}; PostgreSQL: {}",
+             page requests {pages} for {distinct} pages ({} repeated: retries of {retried} pages that failed, up to crawl.max_page_attempts), fires run twice: {doubled_fires}, fires skipped (a run of the job still running, on any node): {skipped}; ok runs by node: {}; PostgreSQL: {}",
             pages - distinct,
             share.join(" "),
             per_article.join(", ")

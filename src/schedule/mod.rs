@@ -135,11 +135,12 @@ impl JobSpec {
         self.schedule().iter_after(whole_second(after).with_timezone(&self.timezone)).take(n).collect()
     }
 
-    /// The fire time a tick seen at `now` belongs to: the latest one at or before `now` (plus half a second, in case
-    /// the trigger ran a hair early), looking back at most five minutes. Every node computes the same time for the
-    /// same tick, however late its trigger ran, so the time names the fire cluster-wide.
+    /// The fire time a tick seen at `now` belongs to: the latest one at or before `now` (plus 50 ms for clock
+    /// granularity), looking back at most five minutes. Every node computes the same time for the same tick, so the
+    /// time names the fire cluster-wide (a trigger later than the cron's period maps to the next fire time, which
+    /// the runner then does not fire twice).
     pub fn fire_time_for_tick(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let limit = now + chrono::Duration::milliseconds(500);
+        let limit = now + chrono::Duration::milliseconds(50);
         self.schedule()
             .iter_after(whole_second(now - chrono::Duration::minutes(5)).with_timezone(&self.timezone))
             .map(|t| t.with_timezone(&Utc))
@@ -503,6 +504,27 @@ mod tests {
 
     fn one(text: &str) -> Result<ScheduleSet, String> {
         load_texts([(Path::new("s/a.toml"), text)], None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_tick_is_named_by_its_cron_time_and_a_missed_gap_by_its_latest() {
+        let set = one("[[job]]\nname = \"q\"\ncron = \"0 */15 * * * *\"\ntask = \"notify\"\n").unwrap();
+        let j = &set.jobs["q"];
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        // A trigger on time, late, or a hair early names the same fire.
+        for seen in ["2026-01-01T10:15:00Z", "2026-01-01T10:15:07.9Z", "2026-01-01T10:14:59.97Z"] {
+            assert_eq!(j.fire_time_for_tick(t(seen)), Some(t("2026-01-01T10:15:00Z")), "{seen}");
+        }
+        // More than five minutes after the last fire time and not at the next: no fire time (the runner then names
+        // the tick by its second).
+        assert_eq!(j.fire_time_for_tick(t("2026-01-01T10:14:59Z")), None);
+        // The latest fire in a gap (what a missed run is claimed under); none in a gap without one.
+        assert_eq!(j.last_fire_between(t("2026-01-01T09:01:00Z"), t("2026-01-01T10:20:00Z")), Some(t("2026-01-01T10:15:00Z")));
+        assert_eq!(j.last_fire_between(t("2026-01-01T10:16:00Z"), t("2026-01-01T10:29:00Z")), None);
+        // Over a long gap the search stays short and exact.
+        assert_eq!(j.last_fire_between(t("2020-01-01T00:00:00Z"), t("2026-01-01T10:20:00Z")), Some(t("2026-01-01T10:15:00Z")));
+        let yearly = one("[[job]]\nname = \"y\"\ncron = \"0 0 0 1 1 *\"\ntask = \"notify\"\n").unwrap();
+        assert_eq!(yearly.jobs["y"].last_fire_between(t("2023-06-01T00:00:00Z"), t("2026-03-01T00:00:00Z")), Some(t("2026-01-01T00:00:00Z")));
     }
 
     const GOOD: &str = r#"

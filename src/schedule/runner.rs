@@ -150,16 +150,28 @@ impl CronRunner {
         let fire = self.fire.clone();
         let live = self.live.clone();
         let job_spec = spec.clone();
+        // The last fire time this entry fired: a trigger that ran so late that it maps to the next fire time is not
+        // fired again by that time's own trigger.
+        let last_fired: Arc<Mutex<Option<DateTime<Utc>>>> = Arc::default();
         let job = Job::new_async_tz(spec.cron.as_str(), spec.timezone, move |_id, _sched| {
             let fire = fire.clone();
             let live = live.clone();
             let spec = job_spec.clone();
+            let last_fired = last_fired.clone();
             Box::pin(async move {
                 let is_live = live.lock().unwrap_or_else(|e| e.into_inner()).get(&spec.name).is_some_and(|l| Arc::ptr_eq(l, &spec));
                 if is_live {
                     let now = Utc::now();
                     // The cron time this tick belongs to (the same on every node), not the moment it ran.
                     let tick = spec.fire_time_for_tick(now).unwrap_or_else(|| DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now));
+                    {
+                        let mut last = last_fired.lock().unwrap_or_else(|e| e.into_inner());
+                        if last.is_some_and(|l| tick <= l) {
+                            tracing::debug!(job = %spec.name, tick = %tick.to_rfc3339(), "a late trigger's fire time was already fired; not firing it twice");
+                            return;
+                        }
+                        *last = Some(tick);
+                    }
                     fire(spec, tick);
                 }
             })
