@@ -500,4 +500,10 @@ async fn host_spacing_and_retry_after_are_shared_through_the_database() {
     assert!(matches!(other, Err(newsd::crawl::FetchError::HostBackoff { .. })), "the other fetcher respects the pause: {other:?}");
     assert_eq!(server.hits("/faults/ratelimited"), before);
     assert_eq!(server.requests().iter().filter(|(p, _)| p.starts_with("/feeds/")).count(), 6, "no request sent during the pause");
+    // A fetcher without spacing (no slot to reserve) still reads the pause.
+    let unspaced = newsd::config::CrawlConfig { per_host_interval: Duration::ZERO, ..cfg.clone() };
+    let c = newsd::crawl::Fetcher::new(&unspaced).unwrap().with_ledger(Arc::new(store.clone()));
+    let third = c.fetch(&feed, None).await;
+    assert!(matches!(third, Err(newsd::crawl::FetchError::HostBackoff { .. })), "{third:?}");
+    assert_eq!(server.requests().iter().filter(|(p, _)| p.starts_with("/feeds/")).count(), 6);
 }

@@ -97,6 +97,9 @@ type RobotsSlot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<RobotsRules>)>>>;
 pub trait HostLedger: Send + Sync {
     /// Reserves the next request slot on `host`; returns when it starts (unix ms).
     fn reserve<'a>(&'a self, host: &'a str, interval: Duration) -> futures::future::BoxFuture<'a, anyhow::Result<i64>>;
+    /// Until when the host asked everyone to wait (unix ms; 0: no pause). A read: for hosts without spacing, where
+    /// a reservation would be a write per request for nothing.
+    fn paused_until<'a>(&'a self, host: &'a str) -> futures::future::BoxFuture<'a, anyhow::Result<i64>>;
     /// The host asked every client to wait until `until_ms` (unix ms).
     fn pause<'a>(&'a self, host: &'a str, until_ms: i64) -> futures::future::BoxFuture<'a, anyhow::Result<()>>;
 }
@@ -283,7 +286,12 @@ impl Fetcher {
         }
         if let Some(ledger) = &self.ledger {
             // The cluster-wide slot: other processes may have used (or paused) this host since.
-            match ledger.reserve(&host_key, self.config.per_host_interval).await {
+            let slot = if self.config.per_host_interval.is_zero() {
+                ledger.paused_until(&host_key).await
+            } else {
+                ledger.reserve(&host_key, self.config.per_host_interval).await
+            };
+            match slot {
                 Ok(start_ms) => {
                     let wait = Duration::from_millis((start_ms - crate::store::now_ms()).max(0) as u64);
                     if wait > HOST_WAIT_MAX.max(self.config.per_host_interval) {

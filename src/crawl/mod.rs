@@ -40,6 +40,10 @@ impl HostLedger for Store {
     fn pause<'a>(&'a self, host: &'a str, until_ms: i64) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move { Ok(self.pause_host(host, until_ms).await?) })
     }
+
+    fn paused_until<'a>(&'a self, host: &'a str) -> futures::future::BoxFuture<'a, anyhow::Result<i64>> {
+        Box::pin(async move { Ok(self.host_paused_until(host).await?) })
+    }
 }
 
 /// Content-hash dedup needs this much normalised text (bytes) to tell one article from another: below it (link-only

@@ -335,6 +335,15 @@ impl Store {
         Ok(next - interval_ms)
     }
 
+    /// Until when the host asked every client to wait (0: never asked).
+    pub async fn host_paused_until(&self, host: &str) -> Result<i64> {
+        let until: Option<i64> = sqlx::query_scalar("SELECT paused_until FROM host_slots WHERE host = $1")
+            .bind(host)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(until.unwrap_or(0))
+    }
+
     /// The host asked every client to wait (Retry-After) until `until_ms`.
     pub async fn pause_host(&self, host: &str, until_ms: i64) -> Result<()> {
         let max = if self.backend() == Backend::Postgres { "GREATEST" } else { "MAX" };

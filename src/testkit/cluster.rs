@@ -48,7 +48,12 @@ pub async fn cluster_store_checks(store: &Store) {
     let second = store.reserve_host_slot("example.com:80", 1000).await.unwrap();
     assert_eq!(second - first, 1000, "one interval apart");
     let until = now_ms() + 60_000;
+    assert_eq!(store.host_paused_until("example.com:80").await.unwrap(), 0);
     store.pause_host("example.com:80", until).await.unwrap();
+    assert_eq!(store.host_paused_until("example.com:80").await.unwrap(), until);
+    store.pause_host("example.com:80", until - 1000).await.unwrap();
+    assert_eq!(store.host_paused_until("example.com:80").await.unwrap(), until, "a shorter pause does not shorten it");
+    assert_eq!(store.host_paused_until("nowhere:1").await.unwrap(), 0);
     assert!(store.reserve_host_slot("example.com:80", 1000).await.unwrap() >= until, "after the pause");
     assert!(store.reserve_host_slot("other.org:443", 1000).await.unwrap() <= now_ms(), "other hosts are not affected");
 
