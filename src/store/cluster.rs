@@ -14,7 +14,7 @@ use super::{embeddings::vector_from_bytes, now_ms, placeholders, Backend, Pendin
 use crate::store::{PageStatus, RunOutcome};
 
 /// One row of `nodes`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct NodeRow {
     pub id: String,
     pub host: String,
