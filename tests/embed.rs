@@ -446,11 +446,12 @@ async fn new_model_version_switches_over_only_when_complete() {
     app.shutdown().await.unwrap();
 }
 
-/// Retention pruning (flat and hnsw): old articles leave the index and are not embedded again; hnsw filters removed
-/// ids (tombstones) and survives a restart and a reindex.
+/// Retention pruning (every index kind): old articles leave the index and are not embedded again; hnsw filters
+/// removed ids (tombstones) and survives a restart and a reindex. The sq8 kinds hold 16 vectors, so they are still
+/// the exact flat that precedes training (training itself: the unit tests in `index::vector`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_removes_old_articles_flat_and_hnsw() {
-    for kind in ["flat", "hnsw"] {
+    for kind in ["flat", "hnsw", "sq8", "hnsw_sq8"] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), |c| {
             c.index.kind = kind.into();

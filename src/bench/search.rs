@@ -1,24 +1,43 @@
-//! `newsd bench search`: k=10 queries on a 100k-vector index, 1 thread, Flat and HNSW: newsd end to end through the
-//! compute worker's queue (query embedding excluded) against raw FAISS searching the same index file on the
-//! calling thread. Also the RSS of the process holding the model and the 100k index.
+//! `newsd bench search`: k=10 queries on a 100k-vector index, 1 thread, for each index kind (flat, sq8, hnsw,
+//! hnsw_sq8; `--kinds`): newsd end to end through the compute worker's queue (query embedding excluded) against raw
+//! FAISS searching the same saved index file on the calling thread; recall@k against exact search; the saved
+//! file's bytes per vector; build time; the RSS of the process holding the model and the index.
 //!
-//! Vectors: real embeddings of corpus articles, spread into 100k distinct vectors by adding noise and
-//! re-normalising (so the distribution looks like real embeddings, not uniform noise). HNSW recall@10 is measured
-//! against the exact (Flat) results on the same queries.
+//! Each kind runs in its own child process (this executable, `bench search --child-kind KIND`), so its RSS holds
+//! the model and that kind's index only, not what the allocator kept from an earlier kind. The parent writes the
+//! vectors and queries to files in a temporary folder; a child reads the vectors back in chunks of 5,000 into one
+//! reused buffer while adding them (so its RSS reflects the index), and reports its figures and hits as one JSON
+//! line. Recall is measured by the parent against exact inner-product search (a FAISS `Flat` over the same vectors,
+//! computed before any child starts).
+//!
+//! Vectors, by default: real embeddings of 256 corpus articles, spread into `--vectors` distinct vectors by adding
+//! noise and re-normalising (so the distribution looks like real embeddings, not uniform noise); queries are made
+//! the same way. With `--vectors-from DATA_DIR`: the vectors a newsd database holds for its active model (e.g.
+//! after `bench reembed`), in article id order; `--queries` of them, drawn at random (fixed seed), are held out of
+//! the index and used as the queries: real article vectors whose neighbours are other articles, with no self hit
+//! (a query that is in the index finds itself at score 1, which makes recall@k easier than real searches), and no
+//! synthetic perturbation. The index then holds the next `--vectors` stored vectors.
 
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use faiss::Index;
+use faiss::{Index, MetricType};
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 
-use super::{mib, rss_bytes};
+use super::{cpu_summary, mib, rss_bytes};
 use crate::compute::SearchFilter;
 use crate::config::Config;
 use crate::embed::article_text;
 use crate::embed::model::normalize;
+use crate::index::vector::IndexKind;
 use crate::testkit::corpus;
 use crate::App;
+
+const ALL_KINDS: &str = "flat,sq8,hnsw,hnsw_sq8";
 
 #[derive(Debug, Args)]
 pub struct SearchBenchArgs {
@@ -28,12 +47,48 @@ pub struct SearchBenchArgs {
     pub queries: usize,
     #[arg(long, default_value_t = 10)]
     pub k: usize,
-    /// Skip the HNSW part (its build takes a couple of minutes on one thread).
+    /// Index kinds to measure, comma-separated: flat, sq8, hnsw, hnsw_sq8.
+    #[arg(long, default_value = ALL_KINDS)]
+    pub kinds: String,
+    /// Skip the HNSW kinds (hnsw, hnsw_sq8; each build takes a couple of minutes on one thread).
     #[arg(long)]
     pub no_hnsw: bool,
     /// Model folder (default: the config's); its dimensions size the index and its load counts in the RSS.
     #[arg(long)]
-    pub model_dir: Option<std::path::PathBuf>,
+    pub model_dir: Option<PathBuf>,
+    /// Index the vectors stored in this newsd data directory's database (active model) instead of synthetic ones;
+    /// queries are held-out stored vectors (see the module comment).
+    #[arg(long)]
+    pub vectors_from: Option<PathBuf>,
+    /// Internal: measure one kind on the vectors in `--child-dir` and print its figures as JSON.
+    #[arg(long, hide = true)]
+    pub child_kind: Option<String>,
+    #[arg(long, hide = true)]
+    pub child_dir: Option<PathBuf>,
+}
+
+/// What the parent hands the children (in `meta.json` beside `vectors.f32` and `queries.f32`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    vectors: usize,
+    queries: usize,
+    dims: usize,
+}
+
+/// One child's figures.
+#[derive(Debug, Serialize, Deserialize)]
+struct KindResult {
+    kind: String,
+    build_s: f64,
+    rss_model: u64,
+    rss_index: u64,
+    /// VmHWM at the end of the build and the searches through the queue (before raw FAISS loads its copy).
+    peak: u64,
+    file_bytes: u64,
+    newsd_ms: Vec<f64>,
+    raw_ms: Vec<f64>,
+    newsd_hits: Vec<Vec<i64>>,
+    raw_hits: Vec<Vec<i64>>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -43,10 +98,72 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Peak resident set size of this process (VmHWM), bytes.
+fn hwm_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()))
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn write_f32(w: &mut impl Write, v: &[f32]) -> std::io::Result<()> {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    w.write_all(&bytes)
+}
+
+fn read_f32(r: &mut impl Read, n: usize, out: &mut Vec<f32>) -> std::io::Result<()> {
+    let mut bytes = vec![0u8; n * 4];
+    r.read_exact(&mut bytes)?;
+    out.clear();
+    out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+    Ok(())
+}
+
+fn kinds(args: &SearchBenchArgs) -> anyhow::Result<Vec<IndexKind>> {
+    let mut out = Vec::new();
+    for name in args.kinds.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let kind = IndexKind::parse(name);
+        if kind.as_str() != name.to_ascii_lowercase() {
+            anyhow::bail!("unknown index kind {name:?} in --kinds (flat, sq8, hnsw, hnsw_sq8)");
+        }
+        if !(args.no_hnsw && kind.is_hnsw()) && !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn run(args: &SearchBenchArgs) -> anyhow::Result<()> {
+    if let (Some(kind), Some(dir)) = (&args.child_kind, &args.child_dir) {
+        let result = child(args, IndexKind::parse(kind), dir).await?;
+        println!("CHILD-RESULT {}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    let kinds = kinds(args)?;
+    println!("{}", cpu_summary());
+    let work = tempfile::Builder::new().prefix("newsd-bench-search-").tempdir()?;
+    let meta = match &args.vectors_from {
+        Some(data_dir) => stored_vectors(args, data_dir, work.path()).await?,
+        None => synthetic_vectors(args, work.path()).await?,
+    };
+    std::fs::write(work.path().join("meta.json"), serde_json::to_string(&meta)?)?;
+    let t = Instant::now();
+    let exact = exact_hits(work.path(), &meta, args.k)?;
+    println!("exact top-{} of {} queries over {} vectors x {} in {:.1} s", args.k, meta.queries, meta.vectors, meta.dims, t.elapsed().as_secs_f64());
+
+    let mut flat: Option<(f64, f64)> = None;
+    for kind in kinds {
+        let r = run_child(args, kind, work.path())?;
+        report(args, &meta, &r, &exact, &mut flat);
+    }
+    Ok(())
+}
+
+/// Synthetic vectors from real base embeddings (the model runs here); the queries are made the same way.
+async fn synthetic_vectors(args: &SearchBenchArgs, work: &Path) -> anyhow::Result<Meta> {
     let all = corpus::load()?;
-    // Real base vectors: 256 embedded corpus articles (one worker, 1 thread).
-    let base_dir = std::env::temp_dir().join(format!("newsd-bench-search-base-{}", std::process::id()));
+    let base_dir = work.join("base");
     let mut cfg = Config::default();
     cfg.data_dir = base_dir.clone();
     if let Some(m) = &args.model_dir {
@@ -63,118 +180,255 @@ pub async fn run(args: &SearchBenchArgs) -> anyhow::Result<()> {
     drop(app);
     let _ = std::fs::remove_dir_all(&base_dir);
 
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let make = |rng: &mut rand::rngs::StdRng| {
         let b = &base[rng.random_range(0..base.len())];
         let mut v: Vec<f32> = b.iter().map(|x| x + 0.06 * (rng.random::<f32>() - 0.5)).collect();
         normalize(&mut v);
         v
     };
-    let queries: Vec<Vec<f32>> = (0..args.queries).map(|_| make(&mut rng)).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut q = std::io::BufWriter::new(std::fs::File::create(work.join("queries.f32"))?);
+    for _ in 0..args.queries {
+        write_f32(&mut q, &make(&mut rng))?;
+    }
+    q.flush()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(work.join("vectors.f32"))?);
+    for _ in 0..args.vectors {
+        write_f32(&mut w, &make(&mut rng))?;
+    }
+    w.flush()?;
+    Ok(Meta { vectors: args.vectors, queries: args.queries, dims })
+}
 
-    let mut flat_hits = Vec::new();
-    for kind in ["flat", "hnsw"] {
-        if kind == "hnsw" && args.no_hnsw {
-            continue;
+/// The stored vectors of a newsd database (its active model, else its newest): `--queries` random ones held out
+/// as queries, the next `--vectors` others indexed (ids renumbered 1..; the children index positions).
+async fn stored_vectors(args: &SearchBenchArgs, data_dir: &Path, work: &Path) -> anyhow::Result<Meta> {
+    let mut cfg = Config::default();
+    cfg.data_dir = data_dir.to_path_buf();
+    let db = data_dir.join("newsd.db");
+    anyhow::ensure!(db.exists(), "no newsd database at {}", db.display());
+    let store = crate::store::Store::from_config(&cfg).await?;
+    let models = store.embedding_models().await?;
+    let model = match store.active_model().await? {
+        Some(m) => m,
+        None => models.iter().max_by_key(|m| m.created_at).cloned().ok_or_else(|| anyhow::anyhow!("{} holds no embeddings", db.display()))?,
+    };
+    let stored = store.count_embeddings(&model.version).await? as usize;
+    let want = stored.min(args.vectors + args.queries);
+    anyhow::ensure!(want > args.queries, "{} holds {stored} vectors of {:?}: too few for {} queries", db.display(), model.version, args.queries);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let held: HashSet<usize> = rand::seq::index::sample(&mut rng, want, args.queries).into_iter().collect();
+    let (mut w, mut q) = (
+        std::io::BufWriter::new(std::fs::File::create(work.join("vectors.f32"))?),
+        std::io::BufWriter::new(std::fs::File::create(work.join("queries.f32"))?),
+    );
+    let t = Instant::now();
+    let (mut after, mut seen, mut indexed) = (0i64, 0usize, 0usize);
+    let mut dims = 0;
+    while seen < want {
+        let page = store.embedding_page(&model.version, after, 2000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        for (_, v) in page {
+            if seen == want {
+                break;
+            }
+            dims = v.len();
+            if held.contains(&seen) {
+                write_f32(&mut q, &v)?;
+            } else {
+                write_f32(&mut w, &v)?;
+                indexed += 1;
+            }
+            seen += 1;
         }
-        let dir = std::env::temp_dir().join(format!("newsd-bench-search-{kind}-{}", std::process::id()));
-        let mut cfg = Config::default();
-        cfg.data_dir = dir.clone();
-        cfg.index.kind = kind.into();
-        cfg.index.save_every = usize::MAX;
-        if let Some(m) = &args.model_dir {
-            cfg.embed.model_dir = m.clone();
+    }
+    w.flush()?;
+    q.flush()?;
+    anyhow::ensure!(dims == model.dims as usize, "stored vectors have {dims} dimensions, model row says {}", model.dims);
+    println!(
+        "read {seen} stored vectors of {:?} ({dims} dims) from {} in {:.1} s: {indexed} indexed, {} held out as queries",
+        model.version,
+        db.display(),
+        t.elapsed().as_secs_f64(),
+        args.queries
+    );
+    Ok(Meta { vectors: indexed, queries: args.queries, dims })
+}
+
+/// Exact top-k of every query: a FAISS `Flat` (inner product) over all the vectors; ids are positions + 1.
+fn exact_hits(work: &Path, meta: &Meta, k: usize) -> anyhow::Result<Vec<Vec<i64>>> {
+    let mut index = faiss::index_factory(meta.dims as u32, "Flat", MetricType::InnerProduct)?;
+    let mut r = std::io::BufReader::new(std::fs::File::open(work.join("vectors.f32"))?);
+    let mut buf = Vec::new();
+    let mut done = 0;
+    while done < meta.vectors {
+        let n = 5000.min(meta.vectors - done);
+        read_f32(&mut r, n * meta.dims, &mut buf)?;
+        index.add(&buf)?;
+        done += n;
+    }
+    let mut queries = Vec::new();
+    read_f32(&mut std::fs::File::open(work.join("queries.f32"))?, meta.queries * meta.dims, &mut queries)?;
+    let result = index.search(&queries, k)?;
+    Ok(result.labels.chunks(k).map(|c| c.iter().filter_map(|l| l.get().map(|v| v as i64 + 1)).collect()).collect())
+}
+
+fn run_child(args: &SearchBenchArgs, kind: IndexKind, work: &Path) -> anyhow::Result<KindResult> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["bench", "search", "--k", &args.k.to_string(), "--child-kind", kind.as_str()]);
+    cmd.arg("--child-dir").arg(work);
+    if let Some(m) = &args.model_dir {
+        cmd.arg("--model-dir").arg(m);
+    }
+    cmd.stderr(std::process::Stdio::inherit());
+    let out = cmd.output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find_map(|l| l.strip_prefix("CHILD-RESULT "));
+    match line {
+        Some(json) if out.status.success() => Ok(serde_json::from_str(json)?),
+        _ => anyhow::bail!("bench search for {kind} failed ({}): {}", out.status, text.lines().rev().take(5).collect::<Vec<_>>().join(" | ")),
+    }
+}
+
+/// One kind, in this (child) process: build the worker's index from the vectors file, save it, search it through
+/// the queue, then search the saved file with raw FAISS.
+async fn child(args: &SearchBenchArgs, kind: IndexKind, work: &Path) -> anyhow::Result<KindResult> {
+    let meta: Meta = serde_json::from_str(&std::fs::read_to_string(work.join("meta.json"))?)?;
+    let mut queries = Vec::new();
+    read_f32(&mut std::fs::File::open(work.join("queries.f32"))?, meta.queries * meta.dims, &mut queries)?;
+    let queries: Vec<Vec<f32>> = queries.chunks_exact(meta.dims).map(|q| q.to_vec()).collect();
+
+    let dir = work.join(format!("kind-{kind}"));
+    let mut cfg = Config::default();
+    cfg.data_dir = dir.clone();
+    cfg.index.kind = kind.as_str().into();
+    cfg.index.save_every = usize::MAX;
+    if let Some(m) = &args.model_dir {
+        cfg.embed.model_dir = m.clone();
+    }
+    let app = App::open(cfg.clone()).await?;
+    let h = app.compute().await?;
+    anyhow::ensure!(h.dims() == meta.dims, "the model has {} dimensions, the vectors {} (pick the model with --model-dir)", h.dims(), meta.dims);
+    let version = h.model_version().to_string();
+    let rss_model = rss_bytes();
+    // Fill the worker's index in chunks read into reused buffers, so RSS reflects the index.
+    let mut r = std::io::BufReader::new(std::fs::File::open(work.join("vectors.f32"))?);
+    let (mut flat, mut chunk): (Vec<f32>, Vec<Vec<f32>>) = (Vec::new(), Vec::new());
+    let mut build = 0.0;
+    let mut id = 0usize;
+    while id < meta.vectors {
+        let n = 5000.min(meta.vectors - id);
+        read_f32(&mut r, n * meta.dims, &mut flat)?;
+        chunk.resize_with(n, Vec::new);
+        for (c, v) in chunk.iter_mut().zip(flat.chunks_exact(meta.dims)) {
+            c.clear();
+            c.extend_from_slice(v);
         }
-        let app = App::open(cfg.clone()).await?;
-        let h = app.compute().await?;
-        let version = h.model_version().to_string();
-        let rss_model = rss_bytes();
-        // Fill the worker's index in chunks (the chunk buffers are reused, so RSS reflects the index).
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let ids: Vec<i64> = (id as i64 + 1..=(id + n) as i64).collect();
         let t = Instant::now();
-        let mut id = 0i64;
-        while (id as usize) < args.vectors {
-            let n = 5000.min(args.vectors - id as usize);
-            let chunk: Vec<Vec<f32>> = (0..n).map(|_| make(&mut rng)).collect();
-            let ids: Vec<i64> = (id + 1..=id + n as i64).collect();
-            h.add(&version, ids, &chunk).await?;
-            id += n as i64;
-        }
-        let build = t.elapsed().as_secs_f64();
-        let rss_index = rss_bytes();
-        h.save(true).await?;
+        h.add(&version, ids, &chunk).await?;
+        build += t.elapsed().as_secs_f64();
+        id += n;
+    }
+    drop((flat, chunk, r));
+    let rss_index = rss_bytes();
+    h.save(true).await?;
+    let vdir = crate::index::vector::version_dir(&cfg.index_dir(), &version);
+    let file_bytes = crate::index::vector::read_manifest(&vdir).map(|m| m.file_bytes).unwrap_or(0);
 
-        // newsd: through the queue, one query at a time.
+    // newsd: through the queue, one query at a time.
+    for q in queries.iter().take(20) {
+        h.search(q.clone(), args.k, SearchFilter::default()).await?;
+    }
+    let mut newsd_ms = Vec::with_capacity(queries.len());
+    let mut newsd_hits = Vec::with_capacity(queries.len());
+    for q in &queries {
+        let t = Instant::now();
+        let hits = h.search(q.clone(), args.k, SearchFilter::default()).await?;
+        newsd_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        newsd_hits.push(hits.iter().map(|x| x.article_id).collect::<Vec<_>>());
+    }
+    let peak = hwm_bytes();
+    app.shutdown().await?;
+    drop(app);
+
+    // Raw FAISS: the same saved file, searched on a blocking thread with 1 OpenMP thread.
+    let path = crate::index::vector::index_path(&vdir);
+    let k = args.k;
+    let (raw_ms, raw_hits) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<f64>, Vec<Vec<i64>>)> {
+        unsafe { omp_set_num_threads(1) };
+        let mut index = faiss::read_index(path.to_str().unwrap_or_default())?;
         for q in queries.iter().take(20) {
-            h.search(q.clone(), args.k, SearchFilter::default()).await?;
+            index.search(q, k)?;
         }
-        let mut newsd_ms = Vec::with_capacity(queries.len());
-        let mut newsd_hits = Vec::with_capacity(queries.len());
+        let mut ms = Vec::with_capacity(queries.len());
+        let mut hits = Vec::with_capacity(queries.len());
         for q in &queries {
             let t = Instant::now();
-            let hits = h.search(q.clone(), args.k, SearchFilter::default()).await?;
-            newsd_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            newsd_hits.push(hits.iter().map(|x| x.article_id).collect::<Vec<_>>());
+            let r = index.search(q, k)?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            hits.push(r.labels.iter().filter_map(|l| l.get().map(|v| v as i64)).collect::<Vec<_>>());
         }
-        app.shutdown().await?;
-        drop(app);
+        Ok((ms, hits))
+    })
+    .await??;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(KindResult { kind: kind.as_str().into(), build_s: build, rss_model, rss_index, peak, file_bytes, newsd_ms, raw_ms, newsd_hits, raw_hits })
+}
 
-        // Raw FAISS: the same saved file, searched on a blocking thread with 1 OpenMP thread.
-        let path = crate::index::vector::index_path(&crate::index::vector::version_dir(&cfg.index_dir(), &version));
-        let qs = queries.clone();
-        let k = args.k;
-        let (mut raw_ms, raw_hits) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<f64>, Vec<Vec<i64>>)> {
-            unsafe { omp_set_num_threads(1) };
-            let mut index = faiss::read_index(path.to_str().unwrap_or_default())?;
-            for q in qs.iter().take(20) {
-                index.search(q, k)?;
-            }
-            let mut ms = Vec::with_capacity(qs.len());
-            let mut hits = Vec::with_capacity(qs.len());
-            for q in &qs {
-                let t = Instant::now();
-                let r = index.search(q, k)?;
-                ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                hits.push(r.labels.iter().filter_map(|l| l.get().map(|v| v as i64)).collect::<Vec<_>>());
-            }
-            Ok((ms, hits))
-        })
-        .await??;
-        let _ = std::fs::remove_dir_all(&dir);
+fn recall(hits: &[Vec<i64>], exact: &[Vec<i64>]) -> f64 {
+    hits.iter().zip(exact).map(|(h, e)| h.iter().filter(|id| e.contains(id)).count() as f64 / e.len().max(1) as f64).sum::<f64>()
+        / exact.len().max(1) as f64
+}
 
-        newsd_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        raw_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let same = newsd_hits.iter().zip(&raw_hits).filter(|(a, b)| a == b).count();
-        let (nm, np) = (percentile(&newsd_ms, 0.5), percentile(&newsd_ms, 0.99));
-        let (rm, rp) = (percentile(&raw_ms, 0.5), percentile(&raw_ms, 0.99));
-        println!(
-            "{kind}: {} vectors x {dims} added in {build:.1} s; RSS with model {:.1} MiB, with model + index {:.1} MiB",
-            args.vectors,
-            mib(rss_model),
-            mib(rss_index)
-        );
-        println!("{kind}: raw FAISS   k={} median {rm:.3} ms  p99 {rp:.3} ms", args.k);
-        println!("{kind}: newsd queue k={} median {nm:.3} ms  p99 {np:.3} ms  (identical results {same}/{})", args.k, queries.len());
-        let mut line = format!(
-            "RESULT search {kind}: newsd median {nm:.3} ms / p99 {np:.3} ms vs raw FAISS {rm:.3} / {rp:.3} ms = {:+.1}% median; RSS model + {}k index {:.0} MiB",
-            100.0 * (nm / rm - 1.0),
-            args.vectors / 1000,
-            mib(rss_index)
-        );
-        if kind == "flat" {
-            flat_hits = raw_hits;
-        } else if !flat_hits.is_empty() {
-            let recall: f64 = raw_hits
-                .iter()
-                .zip(&flat_hits)
-                .map(|(h, f)| h.iter().filter(|id| f.contains(id)).count() as f64 / f.len().max(1) as f64)
-                .sum::<f64>()
-                / raw_hits.len() as f64;
-            line.push_str(&format!("; recall@{} vs exact {:.3}", args.k, recall));
-        }
-        println!("{line}");
+/// Prints one kind's lines; `flat` keeps flat's (raw, newsd) medians for the speed-up of the kinds after it.
+fn report(args: &SearchBenchArgs, meta: &Meta, r: &KindResult, exact: &[Vec<i64>], flat: &mut Option<(f64, f64)>) {
+    let kind = &r.kind;
+    let (mut newsd_ms, mut raw_ms) = (r.newsd_ms.clone(), r.raw_ms.clone());
+    newsd_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    raw_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let same = r.newsd_hits.iter().zip(&r.raw_hits).filter(|(a, b)| a == b).count();
+    let (nm, np) = (percentile(&newsd_ms, 0.5), percentile(&newsd_ms, 0.99));
+    let (rm, rp) = (percentile(&raw_ms, 0.5), percentile(&raw_ms, 0.99));
+    let per_vector = r.file_bytes as f64 / meta.vectors.max(1) as f64;
+    let recall_raw = recall(&r.raw_hits, exact);
+    let recall_newsd = recall(&r.newsd_hits, exact);
+    println!(
+        "{kind}: {} vectors x {} added in {:.1} s; index file {:.1} MiB ({per_vector:.0} bytes/vector); RSS with model {:.1} MiB, \
+         with model + index {:.1} MiB (peak {:.1} MiB)",
+        meta.vectors,
+        meta.dims,
+        r.build_s,
+        mib(r.file_bytes),
+        mib(r.rss_model),
+        mib(r.rss_index),
+        mib(r.peak)
+    );
+    println!("{kind}: raw FAISS   k={} median {rm:.3} ms  p99 {rp:.3} ms  recall@{} vs exact {recall_raw:.4}", args.k, args.k);
+    println!(
+        "{kind}: newsd queue k={} median {nm:.3} ms  p99 {np:.3} ms  recall@{} vs exact {recall_newsd:.4}  (identical to raw {same}/{})",
+        args.k,
+        args.k,
+        meta.queries
+    );
+    let mut line = format!(
+        "RESULT search {kind}: newsd median {nm:.3} ms / p99 {np:.3} ms vs raw FAISS {rm:.3} / {rp:.3} ms = {:+.1}% median; \
+         recall@{} vs exact {recall_newsd:.3}; {per_vector:.0} bytes/vector; build {:.1} s; RSS model + {}k index {:.0} MiB (peak {:.0})",
+        100.0 * (nm / rm - 1.0),
+        args.k,
+        r.build_s,
+        meta.vectors / 1000,
+        mib(r.rss_index),
+        mib(r.peak)
+    );
+    match flat {
+        None if kind == "flat" => *flat = Some((rm, nm)),
+        Some((frm, fnm)) => line.push_str(&format!("; vs flat: raw median {:.2}x faster, newsd median {:.2}x faster", *frm / rm, *fnm / nm)),
+        None => {}
     }
-    Ok(())
+    println!("{line}");
 }
 
 extern "C" {
