@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod e2e;
 pub mod embed;
 pub mod precision;
+pub mod reembed;
 pub mod search;
 pub mod soak;
 
@@ -23,6 +24,9 @@ pub enum BenchCommand {
     Embed(embed::EmbedBenchArgs),
     /// Retrieval with the int8 graph against fp32 on the real corpus: top-k overlap, cosine distribution, speed.
     Precision(precision::PrecisionBenchArgs),
+    /// Re-embedding a large archive through `newsd reembed` (child processes) with a SIGKILL halfway:
+    /// articles/hour, RSS over the run, resume time.
+    Reembed(reembed::ReembedBenchArgs),
     /// k-NN search on 100k vectors (Flat, HNSW): newsd through the worker queue vs raw FAISS; RSS with the index.
     Search(search::SearchBenchArgs),
     /// Crawl + store + embed + index of the corpus from local servers, articles/hour.
@@ -42,6 +46,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Crawl(args) => crawl::run(args).await,
         BenchCommand::Embed(args) => embed::run(args).await,
         BenchCommand::Precision(args) => precision::run(args).await,
+        BenchCommand::Reembed(args) => reembed::run(args).await,
         BenchCommand::Search(args) => search::run(args).await,
         BenchCommand::E2e(args) => e2e::run(args).await,
         BenchCommand::Soak(args) => soak::run(args).await,
