@@ -333,7 +333,12 @@ async fn korean_pages_and_feeds_in_every_encoding_are_stored_exactly() {
 // Embeddings
 
 fn model_config(dir: &std::path::Path, model: &str) -> Config {
+    model_config_as(dir, model, newsd::config::Precision::Fp32)
+}
+
+fn model_config_as(dir: &std::path::Path, model: &str, precision: newsd::config::Precision) -> Config {
     let mut c = Config::default();
+    c.embed.precision = precision;
     c.data_dir = dir.to_path_buf();
     c.embed.model_dir = root().join("models").join(model);
     c.embed.onnxruntime_library = root().join("models/onnxruntime/libonnxruntime.so.1.32.0");
@@ -351,8 +356,12 @@ struct Embedded {
 }
 
 async fn embed_all(f: &Fixture, model: &str) -> Embedded {
+    embed_all_as(f, model, newsd::config::Precision::Fp32).await
+}
+
+async fn embed_all_as(f: &Fixture, model: &str, precision: newsd::config::Precision) -> Embedded {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::open(model_config(dir.path(), model)).await.unwrap();
+    let app = App::open(model_config_as(dir.path(), model, precision)).await.unwrap();
     let h = app.compute().await.unwrap();
     let text = |a: &Article| newsd::embed::article_text(&a.title, &a.body, 512);
     let ko: Vec<String> = korean(f).iter().map(|(_, a)| text(a)).collect();
@@ -465,6 +474,41 @@ async fn korean_same_event_and_cross_lingual_retrieval_e5_vs_minilm() {
     assert!(e5.en_ko.1 == 8 && e5.en_ko.0 >= 7, "e5 English -> Korean top-1 {}", pct(e5.en_ko));
     assert!(e5.ko_en.1 == 24 && e5.ko_en.0 >= 19, "e5 Korean -> English top-1 {}", pct(e5.ko_en));
     assert!(rate(mini.ko_ko) <= rate(e5.ko_ko) - 0.2, "MiniLM ko->ko {} vs e5 {}", pct(mini.ko_ko), pct(e5.ko_ko));
+}
+
+/// The int8 graph of multilingual-e5-small (embed.precision = "int8", made by scripts/setup.sh) on the same
+/// Korean and cross-lingual retrieval: the same floors as fp32 above, and the same top-1 answer as fp32 for at
+/// least 90% of the queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn korean_retrieval_with_e5_int8_keeps_the_fp32_floors() {
+    let f = fixture();
+    let fp32 = embed_all(&f, "multilingual-e5-small").await;
+    let int8 = embed_all_as(&f, "multilingual-e5-small", newsd::config::Precision::Int8).await;
+    let (a, b) = (retrieval(&f, &fp32), retrieval(&f, &int8));
+    println!(
+        "e5 int8 top-1 same event: ko->ko {}, en->ko {}, ko->en {} (fp32 {}, {}, {})",
+        pct(b.ko_ko),
+        pct(b.en_ko),
+        pct(b.ko_en),
+        pct(a.ko_ko),
+        pct(a.en_ko),
+        pct(a.ko_en)
+    );
+    assert!(b.ko_ko.0 as f64 >= 0.9 * b.ko_ko.1 as f64, "int8 Korean -> Korean top-1 {}", pct(b.ko_ko));
+    assert!(b.en_ko.1 == 8 && b.en_ko.0 >= 7, "int8 English -> Korean top-1 {}", pct(b.en_ko));
+    assert!(b.ko_en.1 == 24 && b.ko_en.0 >= 19, "int8 Korean -> English top-1 {}", pct(b.ko_en));
+    // The same nearest passage as fp32, query by query (Korean queries over Korean passages).
+    let nearest = |q: &[f32], passages: &[Vec<f32>], skip: usize| {
+        (0..passages.len()).filter(|&j| j != skip).max_by(|&x, &y| cosine(q, &passages[x]).total_cmp(&cosine(q, &passages[y]))).unwrap()
+    };
+    let same = (0..fp32.ko_queries.len())
+        .filter(|&i| nearest(&fp32.ko_queries[i], &fp32.ko_passages, i) == nearest(&int8.ko_queries[i], &int8.ko_passages, i))
+        .count();
+    let cos: Vec<f32> = fp32.ko_passages.iter().zip(&int8.ko_passages).map(|(x, y)| cosine(x, y)).collect();
+    let min_cos = cos.iter().copied().fold(1.0f32, f32::min);
+    println!("e5 int8 vs fp32: same top-1 {same}/{}, passage cosine min {min_cos:.4}", fp32.ko_queries.len());
+    assert!(same as f64 >= 0.9 * fp32.ko_queries.len() as f64, "same top-1 {same}/{}", fp32.ko_queries.len());
+    assert!(min_cos > 0.98, "int8 passage vector cosine to fp32 {min_cos}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

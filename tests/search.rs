@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use newsd::index::vector::SearchFilter;
-use newsd::config::{Config, SourceConfig};
+use newsd::config::{Config, Precision, SourceConfig};
 use newsd::crawl::{CrawlOptions, Crawler};
 use newsd::testkit::{corpus, NewsServer};
 use newsd::App;
@@ -22,6 +22,16 @@ fn event_of(title: &str) -> Option<&'static str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crawled_corpus_same_event_from_other_outlets_ranks_above_unrelated() {
+    same_event_ranks_above_unrelated(Precision::Fp32).await;
+}
+
+/// The same with the int8 graph (embed.precision = "int8"): the same bars.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crawled_corpus_same_event_from_other_outlets_ranks_above_unrelated_int8() {
+    same_event_ranks_above_unrelated(Precision::Int8).await;
+}
+
+async fn same_event_ranks_above_unrelated(precision: Precision) {
     let all = corpus::load().expect("the test corpus is fetched by scripts/setup.sh (see README)");
     // Every article of the events plus a fixed sample of articles mentioning none of them anywhere.
     let mentions_event = |a: &corpus::CorpusArticle| {
@@ -45,6 +55,7 @@ async fn crawled_corpus_same_event_from_other_outlets_ranks_above_unrelated() {
     // NEWSD_TEST_MODEL_DIR measures another model on the same test (e.g. models/multilingual-e5-small).
     config.embed.model_dir = std::env::var_os("NEWSD_TEST_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("models/all-MiniLM-L6-v2"));
     config.embed.onnxruntime_library = root.join("models/onnxruntime/libonnxruntime.so.1.32.0");
+    config.embed.precision = precision;
     config.crawl.per_host_interval = Duration::ZERO;
     config.crawl.max_items_per_feed = 10_000;
     config.sources = outlets
@@ -109,7 +120,7 @@ async fn crawled_corpus_same_event_from_other_outlets_ranks_above_unrelated() {
     }
     let total: usize = per_event.values().map(|v| v.1).sum();
     let good: usize = per_event.values().map(|v| v.0).sum();
-    eprintln!("same-event-other-outlet above unrelated: {good}/{total} {per_event:?}");
+    eprintln!("{}: same-event-other-outlet above unrelated: {good}/{total} {per_event:?}", report.model_version);
     assert!(per_event.len() >= 6, "{per_event:?}");
     assert!(total >= 50, "{total} queries");
     assert!(good as f64 >= 0.9 * total as f64, "{good}/{total}: {per_event:?}");
@@ -118,6 +129,7 @@ async fn crawled_corpus_same_event_from_other_outlets_ranks_above_unrelated() {
     }
     margins.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let median_margin = margins[margins.len() / 2];
+    eprintln!("median score margin same event vs unrelated: {median_margin:.3}");
     assert!(median_margin > 0.1, "median score margin {median_margin}");
 
     // Free-text queries through the search task find the event.
