@@ -4,7 +4,12 @@
 //! file's bytes per vector; build time; the RSS of the process holding the model and the index.
 //!
 //! Each kind runs in its own child process (this executable, `bench search --child-kind KIND`), so its RSS holds
-//! the model and that kind's index only, not what the allocator kept from an earlier kind. The parent writes the
+//! the model and that kind's index only, not what the allocator kept from an earlier kind.
+//!
+//! sq8: newsd searches a trained sq8 index with its own scan over the FAISS codes (`index::sq8scan`), not with
+//! FAISS's SQ8 search; "raw FAISS" is still FAISS's own SQ8 search of the saved file, and the child also times the
+//! scan alone on the calling thread ("raw scan", the saved file loaded as newsd loads it). The SIMD path the scan
+//! ran (`NEWSD_SQ8_SCAN` forces one) is printed and put in the RESULT line. The parent writes the
 //! vectors and queries to files in a temporary folder; a child reads the vectors back in chunks of 5,000 into one
 //! reused buffer while adding them (so its RSS reflects the index), and reports its figures and hits as one JSON
 //! line. Recall is measured by the parent against exact inner-product search (a FAISS `Flat` over the same vectors,
@@ -33,7 +38,7 @@ use crate::compute::SearchFilter;
 use crate::config::Config;
 use crate::embed::article_text;
 use crate::embed::model::normalize;
-use crate::index::vector::IndexKind;
+use crate::index::vector::{IndexKind, VectorIndex};
 use crate::testkit::corpus;
 use crate::App;
 
@@ -89,6 +94,13 @@ struct KindResult {
     raw_ms: Vec<f64>,
     newsd_hits: Vec<Vec<i64>>,
     raw_hits: Vec<Vec<i64>>,
+    /// sq8: the scan's SIMD path (None: FAISS searched it) and its times alone on the calling thread.
+    #[serde(default)]
+    scan_path: Option<String>,
+    #[serde(default)]
+    scan_ms: Vec<f64>,
+    #[serde(default)]
+    scan_hits: Vec<Vec<i64>>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -354,11 +366,31 @@ async fn child(args: &SearchBenchArgs, kind: IndexKind, work: &Path) -> anyhow::
     app.shutdown().await?;
     drop(app);
 
-    // Raw FAISS: the same saved file, searched on a blocking thread with 1 OpenMP thread.
+    // Raw FAISS: the same saved file, searched on a blocking thread with 1 OpenMP thread. sq8: first newsd's scan
+    // alone on the same file, loaded as the worker loads it.
     let path = crate::index::vector::index_path(&vdir);
     let k = args.k;
-    let (raw_ms, raw_hits) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<f64>, Vec<Vec<i64>>)> {
+    let (idx_cfg, scan_dir) = (cfg.index.clone(), vdir.clone());
+    type Raw = (Vec<f64>, Vec<Vec<i64>>, Option<String>, Vec<f64>, Vec<Vec<i64>>);
+    let (raw_ms, raw_hits, scan_path, scan_ms, scan_hits) = tokio::task::spawn_blocking(move || -> anyhow::Result<Raw> {
         unsafe { omp_set_num_threads(1) };
+        let (mut scan_path, mut scan_ms, mut scan_hits) = (None, Vec::new(), Vec::new());
+        if kind == IndexKind::Sq8 {
+            let v = VectorIndex::load(&version, kind, meta.dims, idx_cfg.hnsw_m, idx_cfg.ef_search, scan_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(p) = v.sq8_scan_path() {
+                scan_path = Some(p.as_str().to_string());
+                let none = SearchFilter::default();
+                for q in queries.iter().take(20) {
+                    v.search_scan(q, k, &none, p)?;
+                }
+                for q in &queries {
+                    let t = Instant::now();
+                    let hits = v.search_scan(q, k, &none, p)?;
+                    scan_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    scan_hits.push(hits.iter().map(|x| x.article_id).collect::<Vec<_>>());
+                }
+            }
+        }
         let mut index = faiss::read_index(path.to_str().unwrap_or_default())?;
         for q in queries.iter().take(20) {
             index.search(q, k)?;
@@ -371,11 +403,25 @@ async fn child(args: &SearchBenchArgs, kind: IndexKind, work: &Path) -> anyhow::
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
             hits.push(r.labels.iter().filter_map(|l| l.get().map(|v| v as i64)).collect::<Vec<_>>());
         }
-        Ok((ms, hits))
+        Ok((ms, hits, scan_path, scan_ms, scan_hits))
     })
     .await??;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(KindResult { kind: kind.as_str().into(), build_s: build, rss_model, rss_index, peak, file_bytes, newsd_ms, raw_ms, newsd_hits, raw_hits })
+    Ok(KindResult {
+        kind: kind.as_str().into(),
+        build_s: build,
+        rss_model,
+        rss_index,
+        peak,
+        file_bytes,
+        newsd_ms,
+        raw_ms,
+        newsd_hits,
+        raw_hits,
+        scan_path,
+        scan_ms,
+        scan_hits,
+    })
 }
 
 fn recall(hits: &[Vec<i64>], exact: &[Vec<i64>]) -> f64 {
@@ -406,7 +452,34 @@ fn report(args: &SearchBenchArgs, meta: &Meta, r: &KindResult, exact: &[Vec<i64>
         mib(r.rss_index),
         mib(r.peak)
     );
-    println!("{kind}: raw FAISS   k={} median {rm:.3} ms  p99 {rp:.3} ms  recall@{} vs exact {recall_raw:.4}", args.k, args.k);
+    let raw_label = if kind == "sq8" { "raw FAISS SQ8" } else { "raw FAISS" };
+    println!("{kind}: {raw_label}   k={} median {rm:.3} ms  p99 {rp:.3} ms  recall@{} vs exact {recall_raw:.4}", args.k, args.k);
+    let mut scan_note = String::new();
+    if kind == "sq8" {
+        match &r.scan_path {
+            Some(path) => {
+                let mut scan_ms = r.scan_ms.clone();
+                scan_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                let (sm, sp) = (percentile(&scan_ms, 0.5), percentile(&scan_ms, 0.99));
+                let same_scan = r.scan_hits.iter().zip(&r.raw_hits).filter(|(a, b)| a == b).count();
+                println!(
+                    "{kind}: raw scan ({path}) k={} median {sm:.3} ms  p99 {sp:.3} ms  recall@{} vs exact {:.4}  (identical to raw FAISS SQ8 {same_scan}/{}; \
+                     {:.2}x faster than it)",
+                    args.k,
+                    args.k,
+                    recall(&r.scan_hits, exact),
+                    meta.queries,
+                    rm / sm
+                );
+                println!("{kind} scan: {path} (newsd searches the SQ8 codes with its own {path} kernel, not FAISS's SQ8 search)");
+                scan_note = format!("; sq8 scan: {path}, raw scan median {sm:.3} ms vs raw FAISS SQ8 {rm:.3} ms = {:.2}x", rm / sm);
+            }
+            None => {
+                println!("{kind} scan: none (newsd searches with FAISS's SQ8 search)");
+                scan_note = "; sq8 scan: none (FAISS search)".into();
+            }
+        }
+    }
     println!(
         "{kind}: newsd queue k={} median {nm:.3} ms  p99 {np:.3} ms  recall@{} vs exact {recall_newsd:.4}  (identical to raw {same}/{})",
         args.k,
@@ -414,7 +487,7 @@ fn report(args: &SearchBenchArgs, meta: &Meta, r: &KindResult, exact: &[Vec<i64>
         meta.queries
     );
     let mut line = format!(
-        "RESULT search {kind}: newsd median {nm:.3} ms / p99 {np:.3} ms vs raw FAISS {rm:.3} / {rp:.3} ms = {:+.1}% median; \
+        "RESULT search {kind}: newsd median {nm:.3} ms / p99 {np:.3} ms vs {raw_label} {rm:.3} / {rp:.3} ms = {:+.1}% median; \
          recall@{} vs exact {recall_newsd:.3}; {per_vector:.0} bytes/vector; build {:.1} s; RSS model + {}k index {:.0} MiB (peak {:.0})",
         100.0 * (nm / rm - 1.0),
         args.k,
@@ -428,6 +501,7 @@ fn report(args: &SearchBenchArgs, meta: &Meta, r: &KindResult, exact: &[Vec<i64>
         Some((frm, fnm)) => line.push_str(&format!("; vs flat: raw median {:.2}x faster, newsd median {:.2}x faster", *frm / rm, *fnm / nm)),
         None => {}
     }
+    line.push_str(&scan_note);
     println!("{line}");
 }
 

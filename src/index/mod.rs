@@ -2,6 +2,7 @@
 //! vectors) and the summary `newsd status` shows. The index itself lives in the compute worker (see `compute`).
 
 pub mod owner;
+pub mod sq8scan;
 pub mod vector;
 
 use std::time::{Duration, Instant};

@@ -8,8 +8,11 @@
 //! like flat; scores are inner products against the decoded vectors. "hnsw_sq8" is `IDMap,HNSW{m}_SQ8` (FAISS's
 //! `IndexHNSWSQ`): the HNSW graph over 8-bit vectors, with hnsw's tombstones, duplicates, efSearch and rebuilds.
 //! Measured (`newsd bench search`, 100k x 384, 1 thread, 2-core Xeon under load): sq8 is 392 bytes/vector against
-//! flat's 1544 but only ~1.2x faster: FAISS 1.12's AVX2 SQ8 inner-product loop decodes then accumulates into one
-//! register (three dependent FMAs per 8 dimensions), so it is bound by FMA latency, not by memory as flat is.
+//! flat's 1544 but FAISS's own SQ8 search is only ~1.2x faster than flat: FAISS 1.12's AVX2 SQ8 inner-product loop
+//! decodes then accumulates into one register (three dependent FMAs per 8 dimensions), so it is bound by FMA
+//! latency, not by memory as flat is. So a trained sq8 index is searched by newsd's own exact scan over the FAISS
+//! codes (`index::sq8scan`: the same scores, up to float rounding, as FAISS's SQ8 search, with independent
+//! accumulators and AVX-512/AVX2/scalar chosen at run time); `search_faiss` keeps FAISS's search callable.
 //! hnsw_sq8 holds model + 100k index in ~275 MiB RSS against hnsw's ~420 MiB.
 //!
 //! The scalar quantizer must be trained (a range per dimension) before it holds anything, but vectors arrive a
@@ -36,6 +39,7 @@ use faiss::index::IndexImpl;
 use faiss::{Idx, Index, MetricType};
 use serde::{Deserialize, Serialize};
 
+use super::sq8scan::{self, ScanPath, Sq8Affine};
 use crate::compute::error::ComputeError;
 
 /// The index file of manifests before format 2 (one fixed name, rewritten in place).
@@ -268,6 +272,9 @@ pub struct VectorIndex {
     duplicates: usize,
     /// sq8 kinds: still the exact `IDMap2,Flat` that precedes training (see the module comment).
     staging: bool,
+    /// `sq8` once trained: how the quantizer decodes each dimension, for the scan over its codes (`search`).
+    /// Read from the index itself (see `sq8_affine`), never from the manifest; None: searches go to FAISS.
+    sq8_decode: Option<Sq8Affine>,
     /// Additions and removals since the last save.
     pub unsaved: usize,
     /// Generation of the last save this process made or loaded.
@@ -299,6 +306,7 @@ impl VectorIndex {
             filter: None,
             duplicates: 0,
             staging,
+            sq8_decode: None,
             unsaved: 0,
             generation: 0,
             seq: 0,
@@ -411,11 +419,13 @@ impl VectorIndex {
             filter: None,
             duplicates,
             staging,
+            sq8_decode: None,
             unsaved: 0,
             generation: m.generation,
             seq: m.seq,
         };
         v.apply_ef_search().map_err(|e| e.to_string())?;
+        v.set_sq8_decode();
         Ok(v)
     }
 
@@ -500,6 +510,7 @@ impl VectorIndex {
         self.index = index;
         self.staging = false;
         self.apply_ef_search()?;
+        self.set_sq8_decode();
         tracing::info!(
             version = %self.version,
             kind = %self.kind,
@@ -546,8 +557,57 @@ impl VectorIndex {
         Ok(())
     }
 
-    /// Top-k by inner product (= cosine for normalised vectors), skipping excluded and removed ids.
+    /// Sets (or clears) the decode the sq8 scan needs, from the index as it now is: a trained `sq8` index gets it,
+    /// every other kind or state none. Without it (a quantizer this code does not recognise) searches use FAISS.
+    fn set_sq8_decode(&mut self) {
+        self.sq8_decode = None;
+        if self.kind == IndexKind::Sq8 && !self.staging {
+            self.sq8_decode = sq8_affine(&self.index, self.dims);
+            if self.sq8_decode.is_none() {
+                tracing::warn!(version = %self.version, "cannot read the 8-bit quantizer's ranges: sq8 searches use FAISS's own (slower) search");
+            }
+        }
+    }
+
+    /// The kernel `search` uses for a trained sq8 index (None: FAISS searches this index).
+    pub fn sq8_scan_path(&self) -> Option<ScanPath> {
+        self.sq8_decode.as_ref().map(|_| ScanPath::detect())
+    }
+
+    /// Top-k by inner product (= cosine for normalised vectors), skipping excluded and removed ids. A trained sq8
+    /// index is scanned by `search_scan` (same scores as FAISS's SQ8 search, faster); everything else by FAISS.
     pub fn search(&mut self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<Hit>, ComputeError> {
+        if let Some(path) = self.sq8_scan_path() {
+            return self.search_scan(query, k, filter, path);
+        }
+        self.search_faiss(query, k, filter)
+    }
+
+    /// A trained sq8 index: every code scored against the query with the given kernel (the affine decode folded
+    /// into per-query weights, see `sq8scan`), the best k kept, excluded ids skipped, rows mapped to ids. The codes
+    /// and id map are read from FAISS at every search: removals compact both, so no pointer outlives a call.
+    pub fn search_scan(&self, query: &[f32], k: usize, filter: &SearchFilter, path: ScanPath) -> Result<Vec<Hit>, ComputeError> {
+        if query.len() != self.dims {
+            return Err(ComputeError::Failed(format!("query has {} dimensions, the index {}", query.len(), self.dims)));
+        }
+        let decode = self.sq8_decode.as_ref().ok_or_else(|| ComputeError::Failed("not a trained sq8 index".into()))?;
+        let (codes, ids) = sq8_rows(&self.index, self.dims).ok_or_else(|| ComputeError::Failed("cannot read the sq8 codes".into()))?;
+        if k == 0 || ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let span = tracing::debug_span!("search", k, vectors = ids.len(), scan = path.as_str());
+        let _enter = span.enter();
+        let started = std::time::Instant::now();
+        let (weights, bias) = decode.query(query);
+        let exclude: HashSet<i64> = filter.exclude.iter().copied().filter(|id| self.ids.contains(id)).collect();
+        let top = sq8scan::top_k(path, &weights, bias, codes, self.dims, k, |row| !exclude.is_empty() && exclude.contains(&ids[row]));
+        let hits: Vec<Hit> = top.into_iter().map(|(row, score)| Hit { article_id: ids[row], score }).collect();
+        tracing::debug!(k, hits = hits.len(), us = started.elapsed().as_micros() as u64, "search done");
+        Ok(hits)
+    }
+
+    /// Top-k through FAISS's own search (every kind; for sq8 the comparison with `search_scan`).
+    pub fn search_faiss(&mut self, query: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<Hit>, ComputeError> {
         if query.len() != self.dims {
             return Err(ComputeError::Failed(format!("query has {} dimensions, the index {}", query.len(), self.dims)));
         }
@@ -701,6 +761,75 @@ fn id_map(index: &IndexImpl) -> Option<Vec<i64>> {
             return None;
         }
         Some(std::slice::from_raw_parts(ptr as *const i64, n).to_vec())
+    }
+}
+
+/// A trained `IDMap2,SQ8` index's codes (`n x dims` bytes, row-major) and id map (row -> id), borrowed from FAISS:
+/// valid until the index is next changed (the borrow of `index` sees to that).
+///
+/// FAISS's C API has no accessor for `IndexScalarQuantizer::codes`, but `faiss_IndexFlat_xb` (c_api/IndexFlat_c.cpp)
+/// is `reinterpret_cast<IndexFlat*>(index)->get_xb()` = `(float*)codes.data()` with size `codes.size() / 4`, and
+/// `codes` is a member of `IndexFlatCodes`, the single, non-virtual base of both `IndexFlat` and
+/// `IndexScalarQuantizer` (neither declares a member before it), so the same call yields the scalar quantizer's
+/// code bytes. The sizes are checked against `ntotal` and the code size before anything is read.
+fn sq8_rows(index: &IndexImpl, dims: usize) -> Option<(&[u8], &[i64])> {
+    unsafe {
+        let p = faiss_sys::faiss_IndexIDMap_cast(index.inner_ptr());
+        if p.is_null() {
+            return None;
+        }
+        let sub = faiss_sys::faiss_IndexIDMap_sub_index(p);
+        if sub.is_null() || faiss_sys::faiss_IndexScalarQuantizer_cast(sub).is_null() {
+            return None;
+        }
+        let mut code_size = 0usize;
+        if faiss_sys::faiss_Index_sa_code_size(sub, &mut code_size) != 0 || code_size != dims {
+            return None;
+        }
+        let n = faiss_sys::faiss_Index_ntotal(sub) as usize;
+        let (mut id_ptr, mut n_ids) = (std::ptr::null_mut(), 0usize);
+        faiss_sys::faiss_IndexIDMap_id_map(p, &mut id_ptr, &mut n_ids);
+        let (mut code_ptr, mut words) = (std::ptr::null_mut(), 0usize);
+        faiss_sys::faiss_IndexFlat_xb(sub as *mut faiss_sys::FaissIndexFlat, &mut code_ptr, &mut words);
+        if n_ids != n || words != n * dims / 4 {
+            return None;
+        }
+        if n == 0 {
+            return Some((&[], &[]));
+        }
+        if id_ptr.is_null() || code_ptr.is_null() {
+            return None;
+        }
+        Some((std::slice::from_raw_parts(code_ptr as *const u8, n * dims), std::slice::from_raw_parts(id_ptr as *const i64, n)))
+    }
+}
+
+/// How a trained `IDMap2,SQ8` index decodes each dimension, as FAISS itself decodes: the 256 codes whose bytes are
+/// all 0, all 1, ..., all 255 through `sa_decode` (FAISS's `vmin + (c + 0.5) / 255 * vdiff` per dimension), fitted
+/// to one line per dimension. Read from the index rather than kept elsewhere (e.g. the training rows of
+/// `train_sq8` in the manifest) because the quantizer inside the file is what encoded the codes: this cannot
+/// disagree with them, needs no manifest change, and works for files saved before the scan existed or by another
+/// version. None when the index is not an 8-bit scalar quantizer of `dims` bytes per vector.
+fn sq8_affine(index: &IndexImpl, dims: usize) -> Option<Sq8Affine> {
+    unsafe {
+        let p = faiss_sys::faiss_IndexIDMap_cast(index.inner_ptr());
+        if p.is_null() {
+            return None;
+        }
+        let sub = faiss_sys::faiss_IndexIDMap_sub_index(p);
+        if sub.is_null() || faiss_sys::faiss_IndexScalarQuantizer_cast(sub).is_null() || faiss_sys::faiss_Index_is_trained(sub) == 0 {
+            return None;
+        }
+        let mut code_size = 0usize;
+        if faiss_sys::faiss_Index_sa_code_size(sub, &mut code_size) != 0 || code_size != dims {
+            return None;
+        }
+        let codes: Vec<u8> = (0..256usize).flat_map(|c| std::iter::repeat_n(c as u8, dims)).collect();
+        let mut decoded = vec![0f32; 256 * dims];
+        if faiss_sys::faiss_Index_sa_decode(sub, 256, codes.as_ptr(), decoded.as_mut_ptr()) != 0 {
+            return None;
+        }
+        Sq8Affine::from_decoded_levels(&decoded, dims)
     }
 }
 
@@ -952,6 +1081,131 @@ mod tests {
                 assert!(!again.is_staging());
                 assert_eq!(again.len(), n + SQ8_TRAIN_THRESHOLD);
             }
+        }
+    }
+
+    /// Random L2-normalised vectors of any dimension (uniform in the cube, then normalised).
+    fn random_unit(n: usize, dims: usize, rng: &mut impl Rng) -> Vec<f32> {
+        let mut out = Vec::with_capacity(n * dims);
+        for _ in 0..n {
+            let mut v: Vec<f32> = (0..dims).map(|_| rng.random::<f32>() - 0.5).collect();
+            crate::embed::model::normalize(&mut v);
+            out.extend(v);
+        }
+        out
+    }
+
+    /// The scan's hits against FAISS's own SQ8 search: scores rank by rank within float rounding, and the same ids
+    /// except where two scores tie within that rounding (then either order is right).
+    fn assert_same_hits(scan: &[Hit], faiss: &[Hit], what: &str) {
+        const TOL: f32 = 2e-5;
+        assert_eq!(scan.len(), faiss.len(), "{what}: hit count");
+        for (i, (a, b)) in scan.iter().zip(faiss).enumerate() {
+            assert!((a.score - b.score).abs() <= TOL, "{what}: rank {i} scores {} (scan) vs {} (FAISS)", a.score, b.score);
+        }
+        let Some(last) = faiss.last() else { return };
+        for (x, y, who) in [(scan, faiss, "scan"), (faiss, scan, "FAISS")] {
+            for h in x.iter().filter(|h| h.score > last.score + TOL) {
+                assert!(y.iter().any(|o| o.article_id == h.article_id), "{what}: {who} returns {} ({}), the other does not", h.article_id, h.score);
+            }
+        }
+        let mut ids: Vec<i64> = scan.iter().map(|h| h.article_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), scan.len(), "{what}: an id returned twice");
+    }
+
+    #[test]
+    fn sq8_scan_matches_faiss_search_on_every_simd_path() {
+        let paths = ScanPath::available();
+        assert!(paths.contains(&ScanPath::Scalar));
+        eprintln!("sq8 scan paths this CPU runs: {paths:?}; searches use {:?}", ScanPath::detect());
+        // 64 dims: whole SIMD registers (and FAISS's 8-wide code); 100: a tail past the last register.
+        for dims in [64usize, 100] {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(dims as u64);
+            let dir = tempfile::tempdir().unwrap();
+            let mut v = VectorIndex::new("v1", IndexKind::Sq8, dims, 16, 64, dir.path().to_path_buf()).unwrap();
+            let n = SQ8_TRAIN_THRESHOLD + 2500;
+            let data = random_unit(n, dims, &mut rng);
+            // Ids unlike row numbers, so a wrong row -> id mapping shows.
+            let ids: Vec<i64> = (0..n as i64).map(|i| 1_000 + 7 * i).collect();
+            v.add(&ids, &data).unwrap();
+            assert!(!v.is_staging() && v.sq8_scan_path() == Some(ScanPath::detect()));
+            // Queries: stored vectors nudged (near neighbours, like real searches) and random ones.
+            let mut queries = random_unit(10, dims, &mut rng);
+            for i in 0..10 {
+                let mut q: Vec<f32> = data[i * 97 * dims..(i * 97 + 1) * dims].iter().map(|x| x + 0.05 * (rng.random::<f32>() - 0.5)).collect();
+                crate::embed::model::normalize(&mut q);
+                queries.extend(q);
+            }
+            let check = |v: &mut VectorIndex, what: &str| {
+                for (qi, q) in queries.chunks_exact(dims).enumerate() {
+                    let none = SearchFilter::default();
+                    let faiss = v.search_faiss(q, 10, &none).unwrap();
+                    assert_eq!(faiss.len(), 10);
+                    for &path in &paths {
+                        let scan = v.search_scan(q, 10, &none, path).unwrap();
+                        assert_same_hits(&scan, &faiss, &format!("{what} dims={dims} query {qi} {}", path.as_str()));
+                    }
+                    assert_same_hits(&v.search(q, 10, &none).unwrap(), &faiss, &format!("{what} dims={dims} query {qi} search"));
+                    // Excluding the best three (and an id that is not there) returns the next ones.
+                    let filter = SearchFilter { exclude: vec![faiss[0].article_id, faiss[1].article_id, faiss[2].article_id, 5] };
+                    let faiss_ex = v.search_faiss(q, 10, &filter).unwrap();
+                    for &path in &paths {
+                        let scan = v.search_scan(q, 10, &filter, path).unwrap();
+                        assert!(scan.iter().all(|h| !filter.exclude.contains(&h.article_id)));
+                        assert_same_hits(&scan, &faiss_ex, &format!("{what} dims={dims} query {qi} {} excluding", path.as_str()));
+                    }
+                    // k past the index size: every vector once.
+                    if qi == 0 {
+                        let all = v.search(q, v.len() + 10, &none).unwrap();
+                        assert_eq!(all.len(), v.len());
+                        assert!(all.windows(2).all(|w| w[0].score >= w[1].score));
+                    }
+                }
+            };
+            check(&mut v, "trained");
+
+            // Removal compacts the codes and the id map (FAISS remove_ids): remove the best hits of some queries
+            // and every third id of a stretch, then replace a vector (remove + add at the end).
+            let mut gone: Vec<i64> = ids[100..400].iter().copied().step_by(3).collect();
+            for q in queries.chunks_exact(dims).take(5) {
+                gone.extend(v.search_faiss(q, 2, &SearchFilter::default()).unwrap().iter().map(|h| h.article_id));
+            }
+            gone.sort_unstable();
+            gone.dedup();
+            assert_eq!(v.remove(&gone).unwrap(), gone.len());
+            v.add(&ids[7..8], &data[0..dims]).unwrap();
+            assert_eq!(v.len(), n - gone.len());
+            check(&mut v, "after removal");
+            for q in queries.chunks_exact(dims) {
+                assert!(v.search(q, 20, &SearchFilter::default()).unwrap().iter().all(|h| !gone.contains(&h.article_id)));
+            }
+
+            // After a save and load the decode is read back from the file: the same results.
+            let before: Vec<Vec<Hit>> = queries.chunks_exact(dims).map(|q| v.search(q, 10, &SearchFilter::default()).unwrap()).collect();
+            let decode = v.sq8_decode.clone().unwrap();
+            v.save(0).unwrap();
+            let mut back = VectorIndex::load("v1", IndexKind::Sq8, dims, 16, 64, dir.path().to_path_buf()).unwrap();
+            assert_eq!(back.sq8_decode.as_ref(), Some(&decode), "the decode read from the loaded file");
+            let after: Vec<Vec<Hit>> = queries.chunks_exact(dims).map(|q| back.search(q, 10, &SearchFilter::default()).unwrap()).collect();
+            assert_eq!(before, after);
+            check(&mut back, "after save + load");
+        }
+    }
+
+    #[test]
+    fn only_trained_sq8_is_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vectors(SQ8_TRAIN_THRESHOLD + 10, 8);
+        let ids: Vec<i64> = (1..=(SQ8_TRAIN_THRESHOLD + 10) as i64).collect();
+        for kind in [IndexKind::Flat, IndexKind::Sq8, IndexKind::Hnsw, IndexKind::HnswSq8] {
+            let mut v = index(kind, dir.path());
+            v.add(&ids[..100], &data[..100 * DIMS]).unwrap();
+            assert_eq!(v.sq8_scan_path(), None, "{kind} below the threshold");
+            assert!(v.search_scan(&data[..DIMS], 10, &SearchFilter::default(), ScanPath::Scalar).is_err());
+            v.add(&ids[100..], &data[100 * DIMS..]).unwrap();
+            assert_eq!(v.sq8_scan_path().is_some(), kind == IndexKind::Sq8, "{kind}");
         }
     }
 
