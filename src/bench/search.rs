@@ -21,7 +21,9 @@
 //! after `bench reembed`), in article id order; `--queries` of them, drawn at random (fixed seed), are held out of
 //! the index and used as the queries: real article vectors whose neighbours are other articles, with no self hit
 //! (a query that is in the index finds itself at score 1, which makes recall@k easier than real searches), and no
-//! synthetic perturbation. The index then holds the next `--vectors` stored vectors.
+//! synthetic perturbation. The index then holds the next `--vectors` stored vectors. With `--sentences`: real-model
+//! vectors (the model at `--precision`, int8 by default) of distinct corpus sentences of 40+ characters, then
+//! pairs of consecutive sentences (the corpus holds ~100k of them), `--queries` of them held out as queries.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -65,6 +67,13 @@ pub struct SearchBenchArgs {
     /// queries are held-out stored vectors (see the module comment).
     #[arg(long)]
     pub vectors_from: Option<PathBuf>,
+    /// Index real-model vectors of distinct corpus sentences (then pairs of consecutive sentences), embedded here
+    /// at `--precision`; queries are held-out sentences (see the module comment).
+    #[arg(long)]
+    pub sentences: bool,
+    /// The model's precision for `--sentences` (int8: about twice as fast to make them).
+    #[arg(long, value_enum, default_value_t = crate::config::Precision::Int8)]
+    pub precision: crate::config::Precision,
     /// Internal: measure one kind on the vectors in `--child-dir` and print its figures as JSON.
     #[arg(long, hide = true)]
     pub child_kind: Option<String>,
@@ -157,6 +166,7 @@ pub async fn run(args: &SearchBenchArgs) -> anyhow::Result<()> {
     let work = tempfile::Builder::new().prefix("newsd-bench-search-").tempdir()?;
     let meta = match &args.vectors_from {
         Some(data_dir) => stored_vectors(args, data_dir, work.path()).await?,
+        None if args.sentences => sentence_vectors(args, work.path()).await?,
         None => synthetic_vectors(args, work.path()).await?,
     };
     std::fs::write(work.path().join("meta.json"), serde_json::to_string(&meta)?)?;
@@ -210,6 +220,82 @@ async fn synthetic_vectors(args: &SearchBenchArgs, work: &Path) -> anyhow::Resul
         write_f32(&mut w, &make(&mut rng))?;
     }
     w.flush()?;
+    Ok(Meta { vectors: args.vectors, queries: args.queries, dims })
+}
+
+/// Distinct corpus texts for `--sentences`: every sentence of 40+ characters, then pairs of consecutive ones,
+/// until `n` (fewer if the corpus runs out).
+pub fn corpus_sentences(n: usize) -> anyhow::Result<Vec<String>> {
+    let all = corpus::load()?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    let split = |text: &str| -> Vec<String> { text.split_inclusive(". ").map(|s| s.trim().to_string()).filter(|s| s.len() >= 40).collect() };
+    for pass in 0..2 {
+        for a in &all {
+            let sentences = split(&a.text);
+            let texts: Vec<String> = if pass == 0 { sentences } else { sentences.windows(2).map(|w| format!("{} {}", w[0], w[1])).collect() };
+            for t in texts {
+                if out.len() == n {
+                    return Ok(out);
+                }
+                if seen.insert(t.clone()) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Real-model vectors of distinct corpus sentences (`--sentences`): `--queries` random ones held out as queries.
+async fn sentence_vectors(args: &SearchBenchArgs, work: &Path) -> anyhow::Result<Meta> {
+    let want = args.vectors + args.queries;
+    let texts = corpus_sentences(want)?;
+    anyhow::ensure!(texts.len() == want, "the corpus gives {} distinct sentences, {want} wanted", texts.len());
+    let base_dir = work.join("base");
+    let mut cfg = Config::default();
+    cfg.data_dir = base_dir.clone();
+    cfg.embed.precision = args.precision;
+    if let Some(m) = &args.model_dir {
+        cfg.embed.model_dir = m.clone();
+    }
+    let app = App::open(cfg).await?;
+    let h = app.compute().await?;
+    let version = h.model_version().to_string();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let held: HashSet<usize> = rand::seq::index::sample(&mut rng, want, args.queries).into_iter().collect();
+    let (mut w, mut q) = (
+        std::io::BufWriter::new(std::fs::File::create(work.join("vectors.f32"))?),
+        std::io::BufWriter::new(std::fs::File::create(work.join("queries.f32"))?),
+    );
+    let t = Instant::now();
+    let mut dims = 0;
+    let mut done = 0;
+    for chunk in texts.chunks(4096) {
+        for v in h.embed(chunk.to_vec()).await? {
+            dims = v.len();
+            if held.contains(&done) {
+                write_f32(&mut q, &v)?;
+            } else {
+                write_f32(&mut w, &v)?;
+            }
+            done += 1;
+        }
+        if done % (4096 * 5) < 4096 {
+            println!("  embedded {done}/{want} sentences in {:.0} s", t.elapsed().as_secs_f64());
+        }
+    }
+    w.flush()?;
+    q.flush()?;
+    app.shutdown().await?;
+    drop(app);
+    let _ = std::fs::remove_dir_all(&base_dir);
+    println!(
+        "embedded {want} distinct corpus sentences with {version} in {:.1} s: {} indexed, {} held out as queries",
+        t.elapsed().as_secs_f64(),
+        args.vectors,
+        args.queries
+    );
     Ok(Meta { vectors: args.vectors, queries: args.queries, dims })
 }
 
