@@ -336,12 +336,29 @@ if [ "$do_testdata" = 1 ]; then
     say "testdata: installed $CORPUS"
   fi
 fi
+# ort_venv DIR REQS LABEL: a venv with the pinned onnxruntime wheel (the library newsd loads) and REQS, made once
+ort_venv() {
+  local dir=$1 reqs=$2 label=$3 key="$2 $ORT_WHEEL_SHA256"
+  if [ -x "$dir/bin/python" ] && [ "$(cat "$dir/.newsd-reqs" 2>/dev/null)" = "$key" ]; then
+    say "$label: venv ok ($dir)"; return 0
+  fi
+  fetch_wheel "$ORT_WHEEL" "$ORT_WHEEL_SHA256" --python-version 3.11 --platform manylinux_2_28_x86_64 \
+    "onnxruntime==$ORT_VERSION"
+  say "$label: creating $dir (onnxruntime $ORT_VERSION, $reqs)"
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  # shellcheck disable=SC2086
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check $reqs || die "pip install into $dir failed"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$WHEELS/$ORT_WHEEL" \
+    || die "installing $ORT_WHEEL into $dir failed"
+  printf '%s' "$key" > "$dir/.newsd-reqs"
+}
+
 if [ "$do_models" = 1 ]; then
   # ---- (f2) int8 graphs (embed.precision = "int8"): scripts/quantize.py with ONNX Runtime's quantization tools
   # from the same onnxruntime wheel, calibrated on corpus articles; built once per (fp32 graph, script, corpus,
   # wheel) into the cache, then copied beside model.onnx
   QV=$CACHE/venv-quant
-  qreqs="$QUANT_REQS $ORT_WHEEL_SHA256"
   quant_sum=$(sha256sum scripts/quantize.py | cut -d' ' -f1)
   for dir in "$MODEL_DIR" "$E5_MODEL_DIR"; do
     fp32_sum=$(sha "$dir/model.onnx")
@@ -351,17 +368,7 @@ if [ "$do_models" = 1 ]; then
       continue
     fi
     if [ ! -f "$Q_BUILT/.complete" ]; then
-      if ! { [ -x "$QV/bin/python" ] && [ "$(cat "$QV/.newsd-reqs" 2>/dev/null)" = "$qreqs" ]; }; then
-        fetch_wheel "$ORT_WHEEL" "$ORT_WHEEL_SHA256" --python-version 3.11 --platform manylinux_2_28_x86_64 \
-          "onnxruntime==$ORT_VERSION"
-        say "int8: creating $QV (onnxruntime $ORT_VERSION, $QUANT_REQS)"
-        rm -rf "$QV"
-        python3 -m venv "$QV"
-        "$QV/bin/python" -m pip install -q --disable-pip-version-check $QUANT_REQS || die "pip install into $QV failed"
-        "$QV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$WHEELS/$ORT_WHEEL" \
-          || die "installing $ORT_WHEEL into $QV failed"
-        printf '%s' "$qreqs" > "$QV/.newsd-reqs"
-      fi
+      ort_venv "$QV" "$QUANT_REQS" int8
       ensure_cached_corpus
       t0=$(date +%s)
       say "int8: quantizing $dir/model.onnx into $Q_BUILT (about a minute)"
@@ -379,20 +386,7 @@ fi
 if [ "$do_verify" = 1 ]; then
   # ---- (g) optional: check model.onnx + tokenizer.json against the sentence-transformers reference vectors
   CV=$CACHE/venv-check
-  reqs="$CHECK_REQS $ORT_WHEEL_SHA256"
-  if [ -x "$CV/bin/python" ] && [ "$(cat "$CV/.newsd-reqs" 2>/dev/null)" = "$reqs" ]; then
-    say "verify: venv ok ($CV)"
-  else
-    fetch_wheel "$ORT_WHEEL" "$ORT_WHEEL_SHA256" --python-version 3.11 --platform manylinux_2_28_x86_64 \
-      "onnxruntime==$ORT_VERSION"
-    say "verify: creating $CV (onnxruntime $ORT_VERSION, $CHECK_REQS)"
-    rm -rf "$CV"
-    python3 -m venv "$CV"
-    "$CV/bin/python" -m pip install -q --disable-pip-version-check $CHECK_REQS || die "pip install into $CV failed"
-    "$CV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$WHEELS/$ORT_WHEEL" \
-      || die "installing $ORT_WHEEL into $CV failed"
-    printf '%s' "$reqs" > "$CV/.newsd-reqs"
-  fi
+  ort_venv "$CV" "$CHECK_REQS" verify
   line=$("$CV/bin/python" scripts/ort_check.py check "$MODEL_DIR" tests/fixtures/reference_vectors.json 1 | tail -1) \
     || die "model check failed (run: $CV/bin/python scripts/ort_check.py check $MODEL_DIR tests/fixtures/reference_vectors.json)"
   say "verify: $line"

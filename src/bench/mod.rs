@@ -27,7 +27,8 @@ pub enum BenchCommand {
     /// Re-embedding a large archive through `newsd reembed` (child processes) with a SIGKILL halfway:
     /// articles/hour, RSS over the run, resume time.
     Reembed(reembed::ReembedBenchArgs),
-    /// k-NN search on 100k vectors (Flat, HNSW): newsd through the worker queue vs raw FAISS; RSS with the index.
+    /// k-NN search on 100k vectors (flat, sq8, hnsw, hnsw_sq8): newsd through the worker queue vs raw FAISS, recall@k
+    /// against exact, bytes per vector, RSS with the model and the index.
     Search(search::SearchBenchArgs),
     /// Crawl + store + embed + index of the corpus from local servers, articles/hour.
     E2e(e2e::E2eBenchArgs),
